@@ -1,0 +1,29 @@
+"""tfmr_jax: readable, tested, jit-compiled Transformers in JAX and Flax NNX.
+
+    import tfmr_jax as tj
+    out_BTNH = tj.attention(q_BTNH, k_BSKH, v_BSKH, mask=tj.causal_mask(T))
+"""
+
+from tfmr_jax.ops import (
+  apply_rope,
+  attention,
+  attention_weights,
+  causal_mask,
+  combine_masks,
+  padding_mask,
+  rope_frequencies,
+  sinusoidal_positions,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+  "apply_rope",
+  "attention",
+  "attention_weights",
+  "causal_mask",
+  "combine_masks",
+  "padding_mask",
+  "rope_frequencies",
+  "sinusoidal_positions",
+]

@@ -1,0 +1,16 @@
+"""Pure functions: attention, masks and position encodings. No Flax, no state."""
+
+from tfmr_jax.ops.attention import attention, attention_weights
+from tfmr_jax.ops.masks import causal_mask, combine_masks, padding_mask
+from tfmr_jax.ops.positions import apply_rope, rope_frequencies, sinusoidal_positions
+
+__all__ = [
+  "apply_rope",
+  "attention",
+  "attention_weights",
+  "causal_mask",
+  "combine_masks",
+  "padding_mask",
+  "rope_frequencies",
+  "sinusoidal_positions",
+]
