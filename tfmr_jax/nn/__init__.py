@@ -1,0 +1,23 @@
+"""Flax NNX modules: parameters live here, the math in `tfmr_jax.ops`."""
+
+from tfmr_jax.nn.attention import MultiHeadAttention, SingleHeadAttention
+from tfmr_jax.nn.blocks import DecoderBlock, EncoderBlock
+from tfmr_jax.nn.dropout import check_dropout, make_dropout
+from tfmr_jax.nn.embeddings import PositionEmbedding, TokenEmbedding
+from tfmr_jax.nn.feed_forward import FeedForward
+from tfmr_jax.nn.kv_cache import KVCache
+from tfmr_jax.nn.residual import Residual
+
+__all__ = [
+  "DecoderBlock",
+  "EncoderBlock",
+  "FeedForward",
+  "KVCache",
+  "MultiHeadAttention",
+  "PositionEmbedding",
+  "Residual",
+  "SingleHeadAttention",
+  "TokenEmbedding",
+  "check_dropout",
+  "make_dropout",
+]

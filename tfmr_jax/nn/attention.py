@@ -1,0 +1,189 @@
+"""Attention modules: they own the projections and call an `attention_fn` for the math.
+
+Dimension key:
+  B batch   T query length   S key/value length   N query heads   K kv heads   H head dim
+  D model dim
+
+Attention maps come back through one mechanism: `return_attention=True` makes a call
+return `(output, attention_BNTS)` as well. The maps are computed by
+`tj.attention_weights` (the reference op) from the same queries, keys and mask, so
+they are the same whatever `attention_fn` runs the forward pass.
+"""
+
+from collections.abc import Callable
+
+import jax.numpy as jnp
+from flax import nnx
+
+from tfmr_jax.nn.dropout import check_dropout, make_dropout
+from tfmr_jax.nn.kv_cache import KVCache
+from tfmr_jax.ops import attention, attention_weights, combine_masks
+from tfmr_jax.ops.guards import check_floating, check_positive, check_rank
+
+_default_init = nnx.initializers.lecun_normal()
+
+
+class SingleHeadAttention(nnx.Module):
+  """One head: softmax(q k^T / sqrt(d_k)) v, no output projection.
+
+  Self-attention when `context_BSD` is None, cross-attention otherwise (S may
+  differ from T). Returns [B, T, d_v].
+  """
+
+  def __init__(self, d_model: int, d_k: int, *, d_v: int | None = None, use_bias: bool = False,
+               attention_fn: Callable = attention, rngs: nnx.Rngs):
+    d_v = d_k if d_v is None else d_v
+    for name, value in (("d_model", d_model), ("d_k", d_k), ("d_v", d_v)):
+      check_positive(name, value)
+    self.d_k, self.d_v = d_k, d_v
+    self.attention_fn = attention_fn
+    self.query = nnx.Linear(d_model, d_k, use_bias=use_bias, rngs=rngs)
+    self.key = nnx.Linear(d_model, d_k, use_bias=use_bias, rngs=rngs)
+    self.value = nnx.Linear(d_model, d_v, use_bias=use_bias, rngs=rngs)
+
+  def __call__(self, x_BTD, context_BSD=None, *, mask=None, return_attention: bool = False):
+    """x_BTD: queries' input; context_BSD: keys' and values' input (default x_BTD).
+
+    mask: bool, True = may attend, broadcastable to [B, 1, T, S].
+    """
+    check_rank("x_BTD", x_BTD, 3, "[B, T, D]")
+    context_BSD = x_BTD if context_BSD is None else context_BSD
+    check_rank("context_BSD", context_BSD, 3, "[B, S, D]")
+    q_BT1H = self.query(x_BTD)[:, :, None, :]
+    k_BS1H = self.key(context_BSD)[:, :, None, :]
+    v_BS1H = self.value(context_BSD)[:, :, None, :]
+    probs_B1TS = None
+    if self.d_v == self.d_k:
+      out_BT1H = self.attention_fn(q_BT1H, k_BS1H, v_BS1H, mask=mask)
+    else:
+      # attention ops take one head dim for k and v; with d_v != d_k weight the values here.
+      probs_B1TS = attention_weights(q_BT1H, k_BS1H, mask=mask)
+      out_BT1H = jnp.einsum("BNTS,BSNH->BTNH", probs_B1TS.astype(v_BS1H.dtype), v_BS1H)
+    out_BTH = out_BT1H[:, :, 0, :]
+    if not return_attention:
+      return out_BTH
+    if probs_B1TS is None:
+      probs_B1TS = attention_weights(q_BT1H, k_BS1H, mask=mask)
+    return out_BTH, probs_B1TS
+
+
+class MultiHeadAttention(nnx.Module):
+  """Multi-head attention with grouped-query (1 < K < N) and multi-query (K = 1) variants.
+
+  Projects to N query heads and K key/value heads of size H, calls
+  `attention_fn(q_BTNH, k_BSKH, v_BSKH, mask=, bias=)`, concatenates the heads and
+  applies the output projection.
+
+  Args:
+    d_model: input and output width D.
+    num_heads: query heads N.
+    num_kv_heads: key/value heads K (default N); must divide N.
+    head_dim: H (default D // N; then N must divide D).
+    use_bias: biases on all four projections.
+    dropout: dropout rate on the output (after the output projection). The
+      Transformer's residual dropout lives in `Residual`; models leave this 0.
+    attention_fn: the attention op, e.g. `tj.attention` or a faster drop-in.
+    kernel_init: initializer of the q, k, v kernels; out_kernel_init of the output kernel.
+  """
+
+  def __init__(self, d_model: int, num_heads: int, *, num_kv_heads: int | None = None,
+               head_dim: int | None = None, use_bias: bool = True, dropout: float = 0.0,
+               attention_fn: Callable = attention, kernel_init=None, out_kernel_init=None,
+               rngs: nnx.Rngs):
+    check_positive("d_model", d_model)
+    check_positive("num_heads", num_heads)
+    num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
+    check_positive("num_kv_heads", num_kv_heads)
+    if num_heads % num_kv_heads:
+      raise ValueError(
+        f"num_kv_heads={num_kv_heads} must divide num_heads={num_heads} (grouped-query attention)"
+      )
+    if head_dim is None:
+      if d_model % num_heads:
+        raise ValueError(
+          f"num_heads={num_heads} must divide d_model={d_model} when head_dim is not given"
+        )
+      head_dim = d_model // num_heads
+    check_positive("head_dim", head_dim)
+    check_dropout("dropout", dropout)
+    self.d_model, self.num_heads, self.num_kv_heads, self.head_dim = (
+      d_model, num_heads, num_kv_heads, head_dim)
+    self.attention_fn = attention_fn
+    kernel_init = _default_init if kernel_init is None else kernel_init
+    out_kernel_init = kernel_init if out_kernel_init is None else out_kernel_init
+    N, K, H = num_heads, num_kv_heads, head_dim
+
+    def linear(d_in, d_out, init):
+      return nnx.Linear(d_in, d_out, use_bias=use_bias, kernel_init=init, rngs=rngs)
+
+    self.query = linear(d_model, N * H, kernel_init)
+    self.key = linear(d_model, K * H, kernel_init)
+    self.value = linear(d_model, K * H, kernel_init)
+    self.out = linear(N * H, d_model, out_kernel_init)
+    self.dropout = make_dropout(dropout, rngs)
+
+  def project_kv(self, context_BSD):
+    """Keys and values of `context_BSD`: (k_BSKH, v_BSKH). Cross-attention computes them once."""
+    check_rank("context_BSD", context_BSD, 3, "[B, S, D]")
+    B, S, _ = context_BSD.shape
+    k_BSKH = self.key(context_BSD).reshape(B, S, self.num_kv_heads, self.head_dim)
+    v_BSKH = self.value(context_BSD).reshape(B, S, self.num_kv_heads, self.head_dim)
+    return k_BSKH, v_BSKH
+
+  def attend(self, x_BTD, k_BSKH, v_BSKH, *, mask=None, bias=None, return_attention: bool = False):
+    """Queries from `x_BTD` against given keys and values.
+
+    Returns out_BTD, or (out_BTD, attn_BNTS) with return_attention.
+    """
+    check_rank("x_BTD", x_BTD, 3, "[B, T, D]")
+    check_floating("x_BTD", x_BTD)
+    if x_BTD.shape[-1] != self.d_model:
+      raise ValueError(f"x_BTD has width {x_BTD.shape[-1]}, expected d_model={self.d_model}")
+    B, T, _ = x_BTD.shape
+    q_BTNH = self.query(x_BTD).reshape(B, T, self.num_heads, self.head_dim)
+    out_BTNH = self.attention_fn(q_BTNH, k_BSKH, v_BSKH, mask=mask, bias=bias)
+    out_BTD = self.dropout(self.out(out_BTNH.reshape(B, T, self.num_heads * self.head_dim)))
+    if not return_attention:
+      return out_BTD
+    return out_BTD, attention_weights(q_BTNH, k_BSKH, mask=mask, bias=bias)
+
+  def __call__(self, x_BTD, context_BSD=None, *, mask=None, bias=None, cache: KVCache | None = None,
+               return_attention: bool = False):
+    """Self-attention (context_BSD None) or cross-attention over context_BSD.
+
+    Args:
+      x_BTD: input of the queries.
+      context_BSD: input of the keys and values; S may differ from T.
+      mask: bool, True = may attend, broadcastable to [B, N, T, S] (S = cache
+        length when a cache is given).
+      bias: additive logits bias, broadcastable to [B, N, T, S].
+      cache: self-attention decoding. The T new positions are appended to the
+        cache and attend causally to everything cached so far (`mask` is ANDed on).
+      return_attention: also return the attention weights [B, N, T, S].
+
+    Returns:
+      out_BTD, then attn_BNTS if return_attention, then the new cache if one was given.
+    """
+    if cache is None:
+      source_BSD = x_BTD if context_BSD is None else context_BSD
+      k_BSKH, v_BSKH = self.project_kv(source_BSD)
+      return self.attend(x_BTD, k_BSKH, v_BSKH, mask=mask, bias=bias,
+                         return_attention=return_attention)
+    if context_BSD is not None:
+      raise ValueError(
+        "cache is for self-attention decoding; for cross-attention compute "
+        "project_kv(context_BSD) once and call attend"
+      )
+    k_BTKH, v_BTKH = self.project_kv(x_BTD)
+    cache = cache.append(k_BTKH, v_BTKH)
+    mask = combine_masks(cache.causal_mask(x_BTD.shape[1]), mask)
+    result = self.attend(x_BTD, cache.k_BSKH, cache.v_BSKH, mask=mask, bias=bias,
+                         return_attention=return_attention)
+    if return_attention:
+      return result[0], result[1], cache
+    return result, cache
+
+  def init_cache(self, batch_size: int, max_len: int, *, dtype=jnp.float32) -> KVCache:
+    """An empty self-attention cache for `max_len` positions."""
+    return KVCache.zeros(batch_size, max_len, self.num_kv_heads, self.head_dim, dtype=dtype)
+

@@ -1,0 +1,70 @@
+"""A key/value cache for autoregressive decoding: a pytree, passed in and returned.
+
+Dimension key: B batch, S cache length (fixed), T new tokens, K kv heads, H head dim.
+
+The cache has a fixed length S chosen up front, so one compiled step serves every
+position. `length` counts the filled slots; all rows of a batch share it.
+"""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from tfmr_jax.ops.guards import check_positive, check_rank
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class KVCache:
+  """Keys and values of the first `length` positions of a sequence.
+
+  Attributes:
+    k_BSKH, v_BSKH: keys and values; slots at and after `length` hold zeros.
+    length: int32 scalar, the number of filled slots.
+  """
+
+  k_BSKH: jax.Array
+  v_BSKH: jax.Array
+  length: jax.Array
+
+  @classmethod
+  def zeros(cls, batch_size: int, max_len: int, num_kv_heads: int, head_dim: int, *,
+            dtype=jnp.float32) -> "KVCache":
+    """An empty cache with room for `max_len` positions."""
+    for name, value in (("batch_size", batch_size), ("max_len", max_len),
+                        ("num_kv_heads", num_kv_heads), ("head_dim", head_dim)):
+      check_positive(name, value)
+    shape = (batch_size, max_len, num_kv_heads, head_dim)
+    return cls(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype), jnp.zeros((), jnp.int32))
+
+  @property
+  def max_len(self) -> int:
+    return self.k_BSKH.shape[1]
+
+  def append(self, k_BTKH, v_BTKH) -> "KVCache":
+    """Write T new positions at slots [length, length + T). Returns the new cache.
+
+    Writing past the end cannot be detected under jit (XLA clamps the slot), so
+    callers check lengths up front, as `tfmr_jax.decode` does.
+    """
+    check_rank("k_BTKH", k_BTKH, 4, "[B, T, K, H]")
+    B, S, K, H = self.k_BSKH.shape
+    if k_BTKH.shape != v_BTKH.shape or k_BTKH.shape[0] != B or k_BTKH.shape[2:] != (K, H):
+      raise ValueError(
+        f"new keys {k_BTKH.shape} and values {v_BTKH.shape} must both be [B={B}, T, K={K}, H={H}]"
+      )
+    if k_BTKH.shape[1] > S:
+      raise ValueError(f"cannot append T={k_BTKH.shape[1]} positions to a cache of length S={S}")
+    start = (0, self.length, 0, 0)
+    k_BSKH = jax.lax.dynamic_update_slice(self.k_BSKH, k_BTKH.astype(self.k_BSKH.dtype), start)
+    v_BSKH = jax.lax.dynamic_update_slice(self.v_BSKH, v_BTKH.astype(self.v_BSKH.dtype), start)
+    return KVCache(k_BSKH, v_BSKH, self.length + k_BTKH.shape[1])
+
+  def causal_mask(self, T: int):
+    """[1, 1, T, S] bool for the T positions just appended: query t sees slot s <= length - T + t.
+
+    Call after `append`; empty slots (s >= length) are never visible.
+    """
+    query_pos_T = self.length - T + jnp.arange(T)
+    return (jnp.arange(self.max_len)[None, :] <= query_pos_T[:, None])[None, None]
