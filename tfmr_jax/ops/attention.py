@@ -39,7 +39,9 @@ def check_attention_args(q_BTNH, k_BSKH, v_BSKH, mask, bias) -> tuple[int, int, 
   for name, x in (("q_BTNH", q_BTNH), ("k_BSKH", k_BSKH), ("v_BSKH", v_BSKH)):
     check_floating(name, x)
   if k_BSKH.shape != v_BSKH.shape:
-    raise ValueError(f"k_BSKH and v_BSKH must have the same shape, got {k_BSKH.shape} and {v_BSKH.shape}")
+    raise ValueError(
+      f"k_BSKH and v_BSKH must have the same shape, got {k_BSKH.shape} and {v_BSKH.shape}"
+    )
   B, T, N, H = q_BTNH.shape
   Bk, S, K, Hk = k_BSKH.shape
   if Bk != B or Hk != H:
@@ -47,7 +49,9 @@ def check_attention_args(q_BTNH, k_BSKH, v_BSKH, mask, bias) -> tuple[int, int, 
       f"q_BTNH {q_BTNH.shape} and k_BSKH {k_BSKH.shape} must agree on batch B and head dim H"
     )
   if N % K:
-    raise ValueError(f"query heads N={N} must be a multiple of kv heads K={K} (q {q_BTNH.shape}, k {k_BSKH.shape})")
+    raise ValueError(
+      f"query heads N={N} must be a multiple of kv heads K={K} (q {q_BTNH.shape}, k {k_BSKH.shape})"
+    )
   target = (B, N, T, S)
   if mask is not None:
     check_bool_mask("mask", mask, target)
@@ -106,7 +110,9 @@ def attention(q_BTNH, k_BSKH, v_BSKH, *, mask=None, bias=None, scale=None):
   B, T, S, N, K, H = check_attention_args(q_BTNH, k_BSKH, v_BSKH, mask, bias)
   probs_BKGTS = _probabilities_BKGTS(q_BTNH, k_BSKH, mask=mask, bias=bias, scale=scale)
   out_BTKGH = jnp.einsum(
-    "BKGTS,BSKH->BTKGH", probs_BKGTS.astype(v_BSKH.dtype), v_BSKH,
+    "BKGTS,BSKH->BTKGH",
+    probs_BKGTS.astype(v_BSKH.dtype),
+    v_BSKH,
     preferred_element_type=jnp.float32,
   )
   return out_BTKGH.reshape(B, T, N, H).astype(q_BTNH.dtype)

@@ -21,7 +21,9 @@ def causal_mask(T: int, S: int | None = None) -> jnp.ndarray:
   check_positive("T", T)
   check_positive("S", S)
   if S < T:
-    raise ValueError(f"causal_mask needs S >= T (queries are the last T of S keys), got T={T}, S={S}")
+    raise ValueError(
+      f"causal_mask needs S >= T (queries are the last T of S keys), got T={T}, S={S}"
+    )
   t_T1 = jnp.arange(T)[:, None]
   s_1S = jnp.arange(S)[None, :]
   return (s_1S <= t_T1 + (S - T))[None, None]

@@ -21,8 +21,8 @@ def sinusoidal_positions(num_positions: int, d_model: int, *, base: float = 1000
   check_positive("num_positions", num_positions)
   check_positive("d_model", d_model)
   pos_P1 = jnp.arange(num_positions, dtype=jnp.float32)[:, None]
-  two_i = jnp.arange(0, d_model, 2, dtype=jnp.float32)
-  angle_PI = pos_P1 / jnp.power(jnp.float32(base), two_i / d_model)
+  two_i_1I = jnp.arange(0, d_model, 2, dtype=jnp.float32)[None, :]
+  angle_PI = pos_P1 / jnp.power(jnp.float32(base), two_i_1I / d_model)
   table_PI2 = jnp.stack([jnp.sin(angle_PI), jnp.cos(angle_PI)], axis=-1)
   return table_PI2.reshape(num_positions, -1)[:, :d_model]
 
@@ -51,11 +51,12 @@ def apply_rope(x_BTNH, positions_BT, *, base: float = 10000.0):
   B, T, N, H = x_BTNH.shape
   freq_I = rope_frequencies(H, base=base)
   positions_BT = jnp.broadcast_to(jnp.asarray(positions_BT, jnp.float32), (B, T))
-  angle_BTI = positions_BT[..., None] * freq_I
+  angle_BTI = positions_BT[..., None] * freq_I[None, None, :]
   cos_BT1I, sin_BT1I = jnp.cos(angle_BTI)[:, :, None], jnp.sin(angle_BTI)[:, :, None]
   x_BTNI2 = x_BTNH.astype(jnp.float32).reshape(B, T, N, H // 2, 2)
   even_BTNI, odd_BTNI = x_BTNI2[..., 0], x_BTNI2[..., 1]
   rotated_BTNI2 = jnp.stack(
-    [even_BTNI * cos_BT1I - odd_BTNI * sin_BT1I, even_BTNI * sin_BT1I + odd_BTNI * cos_BT1I], axis=-1
+    [even_BTNI * cos_BT1I - odd_BTNI * sin_BT1I, even_BTNI * sin_BT1I + odd_BTNI * cos_BT1I],
+    axis=-1,
   )
   return rotated_BTNI2.reshape(B, T, N, H).astype(x_BTNH.dtype)
