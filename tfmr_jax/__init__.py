@@ -4,6 +4,8 @@
     out_BTNH = tj.attention(q_BTNH, k_BSKH, v_BSKH, mask=tj.causal_mask(T))
 """
 
+import importlib
+
 from tfmr_jax.ops import (
   apply_rope,
   attention,
@@ -16,6 +18,13 @@ from tfmr_jax.ops import (
 )
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name):  # tj.nn, tj.models, tj.decode load Flax on first use; tj.ops stays Flax-free
+  if name in ("nn", "models", "decode"):
+    return importlib.import_module(f"tfmr_jax.{name}")
+  raise AttributeError(f"module 'tfmr_jax' has no attribute {name!r}")
+
 
 __all__ = [
   "apply_rope",

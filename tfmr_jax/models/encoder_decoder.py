@@ -84,6 +84,7 @@ class EncoderDecoderTransformer(nnx.Module):
       )
     tie_output = share_embeddings if tie_output is None else tie_output
     self.max_len = max_len
+    self.src_vocab_size, self.tgt_vocab_size = src_vocab_size, tgt_vocab_size
 
     def layer_norm():
       return nnx.LayerNorm(d_model, epsilon=ln_eps, use_fast_variance=False, rngs=rngs)

@@ -1,0 +1,166 @@
+"""Autoregressive decoding with a KV cache: greedy, temperature and top-k sampling.
+
+Dimension key: B batch, T prompt length, M new tokens, S source length, V vocabulary.
+
+The prompt is prefilled in one call, then one token per step inside
+`jax.lax.fori_loop`. Everything runs in one jitted function, compiled once per
+(model structure, shapes, max_new_tokens, top_k, greedy or not); the temperature is
+traced, so changing it does not recompile. The model runs in eval mode (no
+dropout) on a copy; the caller's model is left as it was.
+
+A model qualifies by duck typing: `init_cache(...)` and `extend(tokens_BT, cache)
+-> (logits_BTV, cache)`, as `GPT2` and `EncoderDecoderTransformer` provide.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from tfmr_jax.ops.guards import check_positive, check_rank
+
+
+def _check_tokens(name: str, tokens, vocab_size: int):
+  tokens = jnp.asarray(tokens)
+  check_rank(name, tokens, 2, "[B, T]")
+  if not jnp.issubdtype(tokens.dtype, jnp.integer):
+    raise TypeError(f"{name} must be integer token ids, got dtype {tokens.dtype}")
+  return tokens.astype(jnp.int32)
+
+
+def _check_sampling(temperature, top_k, rng, vocab_size: int) -> bool:
+  """Validate the sampling options; returns True for greedy decoding."""
+  if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or temperature < 0:
+    raise ValueError(f"temperature must be a number >= 0 (0 = greedy), got {temperature!r}")
+  if top_k is not None:
+    check_positive("top_k", top_k)
+    if top_k > vocab_size:
+      raise ValueError(f"top_k={top_k} must lie in [1, vocab_size={vocab_size}]")
+  greedy = temperature == 0
+  if not greedy and rng is None:
+    raise ValueError(f"temperature={temperature} samples, so rng (a jax.random key) is required")
+  return greedy
+
+
+def _next_token(logits_BV, rng, temperature, *, greedy: bool, top_k: int | None):
+  """Token ids [B]: argmax, or a sample from softmax(logits / temperature) over the top k."""
+  if greedy:
+    return jnp.argmax(logits_BV, axis=-1).astype(jnp.int32)
+  logits_BV = logits_BV.astype(jnp.float32) / temperature
+  if top_k is not None:
+    kth_B1 = jax.lax.top_k(logits_BV, top_k)[0][:, -1:]
+    logits_BV = jnp.where(logits_BV < kth_B1, -jnp.inf, logits_BV)
+  return jax.random.categorical(rng, logits_BV, axis=-1).astype(jnp.int32)
+
+
+def _decode_loop(model, cache, first_BT, rng, temperature, *, num_tokens, greedy, top_k):
+  """Prefill `first_BT`, then sample `num_tokens` tokens one at a time. Returns [B, num_tokens]."""
+  B = first_BT.shape[0]
+  logits_BTV, cache = model.extend(first_BT, cache)
+  rng, key = jax.random.split(rng)
+  token_B = _next_token(logits_BTV[:, -1], key, temperature, greedy=greedy, top_k=top_k)
+  out_BM = jnp.zeros((B, num_tokens), jnp.int32).at[:, 0].set(token_B)
+
+  def step(i, carry):
+    out_BM, cache, rng = carry
+    previous_B1 = jax.lax.dynamic_slice_in_dim(out_BM, i - 1, 1, axis=1)
+    logits_B1V, cache = model.extend(previous_B1, cache)
+    rng, key = jax.random.split(rng)
+    token_B = _next_token(logits_B1V[:, 0], key, temperature, greedy=greedy, top_k=top_k)
+    return jax.lax.dynamic_update_slice_in_dim(out_BM, token_B[:, None], i, axis=1), cache, rng
+
+  out_BM, _, _ = jax.lax.fori_loop(1, num_tokens, step, (out_BM, cache, rng))
+  return out_BM
+
+
+def _eval_copy(graphdef, state):
+  model = nnx.merge(graphdef, state)
+  model.eval()
+  return model
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "greedy", "top_k"))
+def _generate(graphdef, state, prompt_BT, rng, temperature, *, max_new_tokens, greedy, top_k):
+  model = _eval_copy(graphdef, state)
+  B, T = prompt_BT.shape
+  cache = model.init_cache(B, T + max_new_tokens)
+  new_BM = _decode_loop(model, cache, prompt_BT, rng, temperature, num_tokens=max_new_tokens,
+                        greedy=greedy, top_k=top_k)
+  return jnp.concatenate([prompt_BT, new_BM], axis=1)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "greedy", "top_k"))
+def _generate_seq2seq(graphdef, state, src_BS, src_valid_BS, bos_B1, rng, temperature, *,
+                      max_new_tokens, greedy, top_k):
+  model = _eval_copy(graphdef, state)
+  memory_BSD = model.encode(src_BS, src_valid_BS)
+  cache = model.init_cache(memory_BSD, src_valid_BS, max_len=max_new_tokens)
+  new_BM = _decode_loop(model, cache, bos_B1, rng, temperature, num_tokens=max_new_tokens,
+                        greedy=greedy, top_k=top_k)
+  return jnp.concatenate([bos_B1, new_BM], axis=1)
+
+
+def _rng_or_dummy(rng):
+  return jax.random.key(0) if rng is None else rng
+
+
+def generate(model, prompt_BT, *, max_new_tokens: int, temperature: float = 0.0,
+             top_k: int | None = None, rng=None):
+  """Continue `prompt_BT` by `max_new_tokens` tokens. Returns [B, T + M] int32, prompt first.
+
+  Args:
+    model: a decoder-only LM such as `GPT2` (`config.max_len`, `config.vocab_size`,
+      `init_cache`, `extend`).
+    prompt_BT: int token ids; every row has the same length T (no padding).
+    max_new_tokens: M > 0, with T + M <= the model's max_len.
+    temperature: 0 = greedy (argmax); > 0 samples from softmax(logits / temperature).
+    top_k: sample only among the k most likely tokens, 1 <= k <= V.
+    rng: jax.random key, required when temperature > 0.
+  """
+  max_len, vocab_size = model.config.max_len, model.config.vocab_size
+  prompt_BT = _check_tokens("prompt_BT", prompt_BT, vocab_size)
+  check_positive("max_new_tokens", max_new_tokens)
+  T = prompt_BT.shape[1]
+  check_positive("prompt length T", T)
+  if T + max_new_tokens > max_len:
+    raise ValueError(
+      f"prompt length T={T} + max_new_tokens={max_new_tokens} exceeds the model's max_len={max_len}"
+    )
+  greedy = _check_sampling(temperature, top_k, rng, vocab_size)
+  graphdef, state = nnx.split(model)
+  return _generate(graphdef, state, prompt_BT, _rng_or_dummy(rng), jnp.float32(temperature),
+                   max_new_tokens=max_new_tokens, greedy=greedy, top_k=top_k)
+
+
+def generate_seq2seq(model, src_BS, *, max_new_tokens: int, bos_id: int, src_valid_BS=None,
+                     temperature: float = 0.0, top_k: int | None = None, rng=None):
+  """Translate `src_BS`: the decoder starts from `bos_id`. Returns [B, 1 + M] int32, bos first.
+
+  Args:
+    model: an `EncoderDecoderTransformer` (`encode`, `init_cache`, `extend`).
+    src_BS: int source ids, S <= max_len. src_valid_BS: bool, True = real token.
+    max_new_tokens: M > 0, M <= max_len (the decoder reads bos and M - 1 outputs).
+    bos_id: the start token, 0 <= bos_id < V.
+    temperature, top_k, rng: as in `generate`.
+  """
+  max_len, vocab_size = model.max_len, model.tgt_vocab_size
+  src_BS = _check_tokens("src_BS", src_BS, model.src_vocab_size)
+  check_positive("max_new_tokens", max_new_tokens)
+  if max_new_tokens > max_len:
+    raise ValueError(f"max_new_tokens={max_new_tokens} exceeds the model's max_len={max_len}")
+  if not isinstance(bos_id, int) or isinstance(bos_id, bool) or not 0 <= bos_id < vocab_size:
+    raise ValueError(f"bos_id must be an int in [0, tgt_vocab_size={vocab_size}), got {bos_id!r}")
+  greedy = _check_sampling(temperature, top_k, rng, vocab_size)
+  if src_valid_BS is not None:
+    src_valid_BS = jnp.asarray(src_valid_BS)
+    if src_valid_BS.dtype != jnp.bool_ or src_valid_BS.shape != src_BS.shape:
+      raise ValueError(
+        f"src_valid_BS must be bool of shape {src_BS.shape}, got {src_valid_BS.dtype} "
+        f"{src_valid_BS.shape}"
+      )
+  bos_B1 = jnp.full((src_BS.shape[0], 1), bos_id, jnp.int32)
+  graphdef, state = nnx.split(model)
+  return _generate_seq2seq(graphdef, state, src_BS, src_valid_BS, bos_B1, _rng_or_dummy(rng),
+                           jnp.float32(temperature), max_new_tokens=max_new_tokens, greedy=greedy,
+                           top_k=top_k)
