@@ -1,0 +1,67 @@
+"""Toy tasks and text data: examples are pure functions of (seed, step); metrics.
+
+Tasks know nothing of models. Each gives `train_batch(seed, step, batch_size)`,
+`eval_batches(batch_size)` over a fixed held-out set, its example `format`
+("tagging", "seq2seq" or "lm"), `vocab_size`, `max_len`, and text conversion for
+sampling (`encode_input`, `decode_output`).
+
+    task = make_task("reverse", num_symbols=10, length=16, test_size=10_000)
+    batch = task.train_batch(seed=0, step=7, batch_size=128)   # dict of numpy arrays
+"""
+
+from tfmr_jax.tasks.addition import Addition
+from tfmr_jax.tasks.char_lm import CharLM
+from tfmr_jax.tasks.copy import Copy
+from tfmr_jax.tasks.corpus import (
+  TINY_SHAKESPEARE_SHA256,
+  TINY_SHAKESPEARE_URL,
+  load_text,
+)
+from tfmr_jax.tasks.heldout import HeldOut, max_test_size, sequence_hash_B
+from tfmr_jax.tasks.metrics import add_sums, cross_entropy_BT, finalize, metric_sums
+from tfmr_jax.tasks.reverse import Reverse
+from tfmr_jax.tasks.sort import Sort
+
+TASKS = {cls.name: cls for cls in (Reverse, Copy, Sort, Addition, CharLM)}
+FORMATS = {name: cls.format for name, cls in TASKS.items()}
+
+
+def make_task(name: str, **fields):
+  """The task `name` built from its config fields (those of `config.task` but `name`).
+
+  char_lm takes corpus_path, corpus_url, corpus_sha256, cache_dir, block_size and
+  val_fraction, and reads (or downloads) the corpus here.
+  """
+  if name not in TASKS:
+    raise ValueError(f"unknown task {name!r}; choose from {', '.join(sorted(TASKS))}")
+  if name == "char_lm":
+    text = load_text(
+      fields.pop("corpus_path"),
+      url=fields.pop("corpus_url"),
+      sha256=fields.pop("corpus_sha256"),
+      cache_dir=fields.pop("cache_dir"),
+    )
+    return CharLM(text=text, **fields)
+  return TASKS[name](**fields)
+
+
+__all__ = [
+  "FORMATS",
+  "TASKS",
+  "TINY_SHAKESPEARE_SHA256",
+  "TINY_SHAKESPEARE_URL",
+  "Addition",
+  "CharLM",
+  "Copy",
+  "HeldOut",
+  "Reverse",
+  "Sort",
+  "add_sums",
+  "cross_entropy_BT",
+  "finalize",
+  "load_text",
+  "make_task",
+  "max_test_size",
+  "metric_sums",
+  "sequence_hash_B",
+]

@@ -1,0 +1,79 @@
+"""Reading a text corpus: from a local path, or downloaded once with a SHA-256 check.
+
+    text = load_text("data/input.txt")                          # a local file
+    text = load_text("missing.txt", url=TINY_SHAKESPEARE_URL,     # fetched into the cache
+                     sha256=TINY_SHAKESPEARE_SHA256)
+
+A download is checked against `sha256` before it is stored; the cache file is
+written atomically (a temporary file renamed into place), so an interrupted
+download never leaves a truncated corpus behind.
+"""
+
+import hashlib
+import logging
+import os
+import tempfile
+import urllib.request
+from collections.abc import Callable
+
+TINY_SHAKESPEARE_URL = (
+  "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+)
+TINY_SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
+DEFAULT_CACHE_DIR = "~/.cache/tfmr_jax"
+
+_log = logging.getLogger(__name__)
+
+
+def fetch_url(url: str) -> bytes:
+  """The bytes at `url` (http(s) or file://)."""
+  with urllib.request.urlopen(url, timeout=60) as response:
+    return response.read()
+
+
+def sha256_hex(data: bytes) -> str:
+  return hashlib.sha256(data).hexdigest()
+
+
+def load_text(
+  path: str,
+  *,
+  url: str = "",
+  sha256: str = "",
+  cache_dir: str = DEFAULT_CACHE_DIR,
+  fetch: Callable[[str], bytes] = fetch_url,
+) -> str:
+  """The UTF-8 text at `path`; if there is none and `url` is given, the cached download.
+
+  Args:
+    path: local corpus file, used as is when it exists (no checksum).
+    url: where to download the corpus from when `path` does not exist ("" = never).
+    sha256: expected SHA-256 (hex) of the download; required with `url`.
+    cache_dir: where downloads are kept, as `<cache_dir>/<sha256>-<file name>`.
+    fetch: url -> bytes (tests pass a local stand-in).
+  """
+  if os.path.exists(path):
+    with open(path, encoding="utf-8") as f:
+      return f.read()
+  if not url:
+    raise FileNotFoundError(f"corpus_path {path!r} does not exist and no corpus_url is set")
+  if not sha256:
+    raise ValueError(f"corpus_url {url!r} needs corpus_sha256 to check the download")
+  cache_dir = os.path.expanduser(cache_dir)
+  cached = os.path.join(cache_dir, f"{sha256[:16]}-{os.path.basename(url) or 'corpus.txt'}")
+  if os.path.exists(cached):
+    with open(cached, "rb") as f:
+      data = f.read()
+    if sha256_hex(data) == sha256:
+      return data.decode("utf-8")
+  _log.warning("corpus_path %r not found: downloading %s into %s", path, url, cached)
+  data = fetch(url)
+  got = sha256_hex(data)
+  if got != sha256:
+    raise ValueError(f"corpus_url {url!r}: SHA-256 {got} does not match corpus_sha256 {sha256}")
+  os.makedirs(cache_dir, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".part")
+  with os.fdopen(fd, "wb") as f:
+    f.write(data)
+  os.replace(tmp, cached)
+  return data.decode("utf-8")
