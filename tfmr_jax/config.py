@@ -203,6 +203,17 @@ def validate(config) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(resolved)
 
 
+def check_override_sections(paths) -> None:
+  """ConfigError unless every dotted override path ("model.num_heads") opens with a section."""
+  for path in paths:
+    section = path.split(".")[0]
+    if section not in SECTIONS:
+      raise ConfigError(
+        f"config.{path}: unknown section {section!r}{_suggest(section, SECTIONS)}; "
+        f"sections: {', '.join(SECTIONS)}"
+      )
+
+
 def _check_task_name(name) -> None:
   if name not in FORMATS:
     raise ConfigError(

@@ -1,0 +1,157 @@
+"""tfmr-jax: train, evaluate and sample from the command line.
+
+  tfmr-jax train --config configs/reverse.py --workdir runs/reverse [--config.model.num_heads=4 ...]
+  tfmr-jax train --config configs/char_lm.py:baby --workdir runs/baby    # a preset of the recipe
+  tfmr-jax train --workdir runs/reverse           # resume with the run's saved config.json
+  tfmr-jax evaluate --workdir runs/reverse        # held-out metrics of the latest checkpoint, JSON
+  tfmr-jax sample --workdir runs/char_lm --prompt "ROMEO:" --max-new-tokens 200
+  tfmr-jax sample --workdir runs/copy --prompt "3 1 4 1 5 9 2 6 5 3"    # seq2seq: decode an input
+
+train options:   --config FILE[:ARG]  --workdir DIR  --config.<section>.<field>=VALUE
+                 --stop-at-step N (stop and checkpoint after N steps; rerun to continue)
+evaluate:        --workdir DIR  [--step N]
+sample:          --workdir DIR  --prompt TEXT  [--max-new-tokens 200] [--temperature 0.8]
+                 [--top-k K] [--seed 0]
+
+Exit status: 0 done; 1 training failed (e.g. a non-finite loss); 2 bad command line or
+config; 130 / 143 stopped by Ctrl-C / SIGTERM after saving a checkpoint.
+"""
+
+import difflib
+import json
+import os
+import signal
+import sys
+
+from absl import flags
+from ml_collections import config_flags
+
+from tfmr_jax import config as config_lib
+
+COMMANDS = ("train", "evaluate", "sample")
+
+
+def _flags(argv: list[str]) -> flags.FlagValues:
+  fv = flags.FlagValues()
+  config_flags.DEFINE_config_file(
+    "config",
+    None,
+    "recipe file: configs/<task>.py[:preset]",
+    flag_values=fv,
+    lock_config=False,
+    accept_new_attributes=True,
+    sys_argv=argv,
+  )
+  flags.DEFINE_string("workdir", None, "the run's directory", flag_values=fv)
+  flags.DEFINE_integer("stop_at_step", None, "train: stop after this many steps", flag_values=fv)
+  flags.DEFINE_integer("step", None, "evaluate: checkpoint step (default latest)", flag_values=fv)
+  flags.DEFINE_string("prompt", None, "sample: prompt text or task input", flag_values=fv)
+  flags.DEFINE_integer("max_new_tokens", 200, "sample: tokens to generate", flag_values=fv)
+  flags.DEFINE_float("temperature", 0.8, "sample: 0 = greedy", flag_values=fv)
+  flags.DEFINE_integer("top_k", None, "sample: keep the k most likely tokens", flag_values=fv)
+  flags.DEFINE_integer("seed", 0, "sample: random seed", flag_values=fv)
+  return fv
+
+
+def _normalize(argv: list[str]) -> list[str]:
+  """Flag names take '-' or '_': --max-new-tokens = --max_new_tokens, likewise config fields."""
+  out = []
+  for arg in argv:
+    if arg.startswith("--"):
+      name, eq, value = arg[2:].partition("=")
+      arg = "--" + name.replace("-", "_") + eq + value
+    out.append(arg)
+  return out
+
+
+def main(argv: list[str] | None = None) -> int:
+  """Run one command; `argv` excludes the program name (default: sys.argv[1:])."""
+  argv = sys.argv[1:] if argv is None else list(argv)
+  asked_help = not argv or "-h" in argv or "--help" in argv or argv[0] == "help"
+  if asked_help:
+    print(__doc__.strip())
+    return 0
+  if argv[0] not in COMMANDS:
+    close = difflib.get_close_matches(argv[0], COMMANDS, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    print(
+      f"tfmr-jax: unknown command {argv[0]!r}{hint}; commands: {', '.join(COMMANDS)}\n",
+      file=sys.stderr,
+    )
+    print(__doc__.strip(), file=sys.stderr)
+    return 2
+  command, full_argv = argv[0], ["tfmr-jax", *_normalize(argv[1:])]
+  try:
+    overrides = [
+      a[len("--config.") :].split("=")[0] for a in full_argv if a.startswith("--config.")
+    ]
+    config_lib.check_override_sections(overrides)
+    fv = _flags(full_argv)
+    rest = fv(full_argv)
+  except (flags.Error, config_lib.ConfigError) as e:
+    return _fail(command, e)
+  except (AttributeError, KeyError, ValueError) as e:  # config_flags on an unknown or bad path
+    overrides = [a.split("=")[0] for a in full_argv if a.startswith("--config.")]
+    detail = e.args[0] if e.args else e
+    return _fail(command, f"cannot apply the overrides {' '.join(overrides)}: {detail}")
+  try:
+    if len(rest) > 1:
+      raise flags.Error(f"unexpected arguments: {' '.join(rest[1:])}")
+    if not fv.workdir:
+      raise flags.Error("--workdir is required")
+    return _run(command, fv)
+  except (flags.Error, config_lib.ConfigError, FileNotFoundError) as e:
+    return _fail(command, e)
+
+
+def _fail(command: str, error) -> int:
+  print(f"tfmr-jax {command}: error: {error}", file=sys.stderr)
+  return 2
+
+
+def _run(command: str, fv: flags.FlagValues) -> int:
+  from tfmr_jax import train as train_lib  # loads JAX and Flax
+
+  if command == "train":
+    config = config_lib.validate(_train_config(fv))
+    try:
+      metrics = train_lib.train(config, fv.workdir, stop_at_step=fv.stop_at_step)
+    except train_lib.NonFiniteLossError as e:
+      print(f"tfmr-jax train: {e}", file=sys.stderr)
+      return 1
+    print(json.dumps(metrics))
+    if metrics.get("stopped") in ("SIGINT", "SIGTERM"):
+      print(
+        f"stopped by {metrics['stopped']} at step {metrics['step']}; checkpoint saved in "
+        f"{fv.workdir}; rerun the same command to resume",
+        file=sys.stderr,
+      )
+      return 128 + signal.Signals[metrics["stopped"]].value
+    return 0
+  if command == "evaluate":
+    print(json.dumps(train_lib.evaluate(fv.workdir, step=fv.step)))
+    return 0
+  if fv.prompt is None:
+    raise flags.Error("sample needs --prompt")
+  try:
+    text = train_lib.sample(
+      fv.workdir,
+      fv.prompt,
+      max_new_tokens=fv.max_new_tokens,
+      temperature=fv.temperature,
+      top_k=fv.top_k,
+      seed=fv.seed,
+    )
+  except ValueError as e:  # a prompt the task cannot read, or bad sampling options
+    return _fail(command, e)
+  print(text)
+  return 0
+
+
+def _train_config(fv: flags.FlagValues):
+  """The --config recipe with its overrides, or the saved config of the run in --workdir."""
+  if fv.config is not None:
+    return fv.config
+  if os.path.exists(os.path.join(fv.workdir, "config.json")):
+    return config_lib.load(fv.workdir)
+  raise flags.Error("train needs --config FILE (or a --workdir holding a run's config.json)")

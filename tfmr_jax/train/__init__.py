@@ -1,0 +1,13 @@
+"""Training from a config: the loop, checkpoints, metrics, data parallelism.
+
+from tfmr_jax import train
+metrics = train.train(config, "runs/reverse")    # dict of final held-out metrics
+train.evaluate("runs/reverse")                   # reload the latest checkpoint, evaluate
+train.sample("runs/char_lm", "ROMEO:")           # generate with the KV cache
+"""
+
+from tfmr_jax.train.loop import NonFiniteLossError, train
+from tfmr_jax.train.metrics_log import read_metrics
+from tfmr_jax.train.run import Run, evaluate, load_run, sample
+
+__all__ = ["NonFiniteLossError", "Run", "evaluate", "load_run", "read_metrics", "sample", "train"]

@@ -1,0 +1,200 @@
+"""The training loop: `train(config, workdir)` -> final metrics.
+
+    import tfmr_jax.train
+    metrics = tfmr_jax.train.train(config, "runs/reverse")   # a notebook does the same
+
+Top to bottom: validate the config and save it; build the task, the model and the
+optimizer; restore the latest checkpoint if the work directory has one; then step,
+logging, evaluating and checkpointing on their schedules; evaluate at the end.
+Data is a pure function of (seed, step) and the checkpoint holds everything else,
+so a resumed run takes exactly the steps the uninterrupted one would.
+"""
+
+import math
+import os
+import sys
+import time
+
+from flax import nnx
+from tqdm import tqdm
+
+from tfmr_jax import config as config_lib
+from tfmr_jax.tasks import make_task
+from tfmr_jax.train.build import build_model
+from tfmr_jax.train.checkpoint import Checkpointer
+from tfmr_jax.train.evaluate import decodes_answers, evaluate_held_out, greedy_exact_match
+from tfmr_jax.train.interrupt import stop_requests
+from tfmr_jax.train.metrics_log import MetricsLog
+from tfmr_jax.train.optim import build_optimizer
+from tfmr_jax.train.sharding import data_mesh, put_batch, put_replicated
+from tfmr_jax.train.step import init_state, make_eval_step, make_train_step
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The training loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+def train(config, workdir: str, *, stop_at_step: int | None = None) -> dict:
+  """Train the model `config` describes in `workdir`, resuming from its latest checkpoint.
+
+  Args:
+    config: a ConfigDict or nested dict (partial is fine: see `tfmr_jax.config`).
+    workdir: where config.json, metrics.jsonl, tensorboard/ and checkpoints/ go.
+    stop_at_step: stop after this many steps as if interrupted (checkpoint saved),
+      e.g. to run a long schedule in slices.
+
+  Returns:
+    {"step", "split", <held-out metrics>, "train_loss", "wall_time_s"}; after SIGTERM,
+    Ctrl-C or `stop_at_step`, {"step", "stopped": reason, "wall_time_s"} instead.
+
+  Raises:
+    ConfigError before anything is built; NonFiniteLossError naming the step.
+  """
+  start_time = time.perf_counter()
+  config = config_lib.validate(config)
+  mesh = data_mesh()
+  config_lib.check_devices(config, mesh.size)
+  _check_same_run(config, workdir)
+  config_lib.save(config, workdir)
+  t = config.train
+
+  task = make_task(**config.task)
+  model = build_model(config, task, seed=t.seed)
+  tx, schedule = build_optimizer(config)
+  train_graphdef, eval_graphdef, state = init_state(model, tx)
+  state = put_replicated(state, mesh)
+  train_step = make_train_step(
+    train_graphdef, tx, data_format=task.format, label_smoothing=config.optim.label_smoothing
+  )
+  eval_step = make_eval_step(eval_graphdef, data_format=task.format)
+
+  checkpoints = Checkpointer(os.path.join(workdir, "checkpoints"), keep=t.keep_checkpoints)
+  if checkpoints.latest_step() is not None:
+    state = checkpoints.restore(state)
+  start = int(state.step)
+  log = MetricsLog(workdir, tensorboard=t.tensorboard)
+  log.truncate_after(start)
+  window = _TrainWindow()
+
+  def evaluate_now(state) -> dict:
+    return evaluate_held_out(
+      eval_step, state.params, state.rest, task, mesh, batch_size=t.eval_batch_size
+    )
+
+  try:
+    with (
+      stop_requests() as stop,
+      tqdm(
+        total=t.num_steps,
+        initial=start,
+        desc=task.name,
+        disable=not t.progress_bar,
+        dynamic_ncols=True,
+      ) as bar,
+    ):
+      for step in range(start, t.num_steps):
+        batch = put_batch(task.train_batch(t.seed, step, t.batch_size), mesh)
+        state, metrics = train_step(state, batch)
+        done = step + 1
+        loss = window.add(metrics)
+        if not math.isfinite(loss):
+          raise NonFiniteLossError(
+            f"training loss is {loss} at step {done}; stopped. The last good checkpoint "
+            f"(step {checkpoints.latest_step()}) is kept in {workdir}"
+          )
+        bar.update(1)
+        if done % t.log_every == 0:
+          record = window.flush(learning_rate=float(schedule(step)))
+          log.write(done, "train", record)
+          bar.set_postfix(loss=f"{record['loss']:.4f}")
+        if done % t.eval_every == 0 and done < t.num_steps:
+          held_out = evaluate_now(state)
+          log.write(done, task.eval_split, held_out)
+          tqdm.write(_describe(done, task.eval_split, held_out), file=sys.stderr)
+        if done % t.checkpoint_every == 0:
+          checkpoints.save(state)
+        if stop or done == stop_at_step:
+          checkpoints.save(state)
+          reason = stop.name or "stop_at_step"
+          return {"step": done, "stopped": reason, "wall_time_s": time.perf_counter() - start_time}
+
+    if window.pending():
+      log.write(int(state.step), "train", window.flush(learning_rate=float(schedule(step))))
+    final = evaluate_now(state)
+    if decodes_answers(task):
+      final["greedy_exact_match"] = greedy_exact_match(
+        _eval_model(eval_graphdef, state), task, batch_size=t.eval_batch_size
+      )
+    log.write(int(state.step), task.eval_split, final)
+    tqdm.write(_describe(int(state.step), task.eval_split, final), file=sys.stderr)
+    checkpoints.save(state)
+    return {
+      "step": int(state.step),
+      "split": task.eval_split,
+      **final,
+      "train_loss": window.last_loss,
+      "wall_time_s": time.perf_counter() - start_time,
+    }
+  finally:
+    log.close()
+    checkpoints.close()
+
+
+def _check_same_run(config, workdir: str) -> None:
+  """Resuming needs the saved run's task and model: anything else is a different run."""
+  if not os.path.exists(os.path.join(workdir, "config.json")):
+    return
+  saved = config_lib.load(workdir)
+  changed = [
+    f"{section}.{key}: {saved[section][key]!r} -> {config[section][key]!r}"
+    for section in ("task", "model")
+    for key in saved[section]
+    if saved[section][key] != config[section][key]
+  ]
+  if changed:
+    raise config_lib.ConfigError(
+      f"workdir {workdir!r} holds a run with another task or model ({'; '.join(changed)}); "
+      "use a new workdir"
+    )
+
+
+def _eval_model(eval_graphdef, state):
+  return nnx.merge(eval_graphdef, state.params, state.rest)
+
+
+def _describe(step: int, split: str, metrics: dict) -> str:
+  return f"step {step} {split}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+
+
+class _TrainWindow:
+  """Training metrics since the last log record: mean loss and token accuracy, steps/s."""
+
+  def __init__(self):
+    self.last_loss = math.nan
+    self._reset()
+
+  def _reset(self):
+    self._losses, self._correct, self._count = [], 0.0, 0.0
+    self._since = time.perf_counter()
+
+  def pending(self) -> bool:
+    return bool(self._losses)
+
+  def add(self, metrics: dict) -> float:
+    loss = float(metrics["loss"])
+    self._losses.append(loss)
+    self._correct += float(metrics["token_correct"])
+    self._count += float(metrics["token_count"])
+    return loss
+
+  def flush(self, *, learning_rate: float) -> dict:
+    elapsed = time.perf_counter() - self._since
+    self.last_loss = sum(self._losses) / len(self._losses)
+    record = {
+      "loss": self.last_loss,
+      "token_accuracy": self._correct / max(self._count, 1.0),
+      "learning_rate": learning_rate,
+      "steps_per_s": len(self._losses) / elapsed,
+    }
+    self._reset()
+    return record

@@ -1,0 +1,88 @@
+"""One pure training step and one evaluation step, each compiled once.
+
+The model is split into a graph definition (static: structure, and whether dropout
+is on) and state: `params` (nnx.Param, what the optimizer updates) and `rest` (the
+dropout RNG streams). `TrainState` carries state, optimizer state and the step
+count through `jax.jit`; inside, `nnx.merge` rebuilds the model for the loss.
+
+Dimension key: B batch, T length, V vocabulary.
+"""
+
+from typing import NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from tfmr_jax.tasks import cross_entropy_BT, metric_sums
+
+
+class TrainState(NamedTuple):
+  step: jax.Array  # int32 []: updates done
+  params: nnx.State  # the nnx.Param variables
+  rest: nnx.State  # every other variable: the dropout RNG keys and counts
+  opt_state: optax.OptState
+
+
+def init_state(model: nnx.Module, tx: optax.GradientTransformation):
+  """(train graphdef, eval graphdef, TrainState at step 0) of a freshly built model."""
+  model.eval()
+  eval_graphdef = nnx.split(model, nnx.Param, ...)[0]
+  model.train()
+  train_graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  state = TrainState(jnp.zeros((), jnp.int32), params, rest, tx.init(params))
+  return train_graphdef, eval_graphdef, state
+
+
+def forward(model: nnx.Module, batch: dict, data_format: str):
+  """logits_BTV of a batch: (src, tgt_in) for "seq2seq", inputs otherwise."""
+  if data_format == "seq2seq":
+    return model(batch["src"], batch["tgt_in"])
+  return model(batch["inputs"])
+
+
+def mean_loss(logits_BTV, batch: dict, *, label_smoothing: float = 0.0):
+  """Weighted mean cross-entropy over the batch's weighted tokens."""
+  loss_BT = cross_entropy_BT(logits_BTV, batch["targets"], label_smoothing=label_smoothing)
+  weights_BT = batch["weights"]
+  return jnp.sum(loss_BT * weights_BT) / jnp.maximum(jnp.sum(weights_BT), 1.0)
+
+
+def make_train_step(
+  graphdef, tx: optax.GradientTransformation, *, data_format: str, label_smoothing: float = 0.0
+):
+  """jitted (TrainState, batch) -> (TrainState, metrics); the input state is donated.
+
+  metrics: "loss" (the optimized objective, label smoothing included) and the
+  `metric_sums` of the batch.
+  """
+
+  @chex.assert_max_traces(n=1)
+  def train_step(state: TrainState, batch: dict):
+    def objective(params, rest):
+      model = nnx.merge(graphdef, params, rest, copy=True)  # fresh Variables in this trace
+      logits_BTV = forward(model, batch, data_format)
+      loss = mean_loss(logits_BTV, batch, label_smoothing=label_smoothing)
+      rest = nnx.split(model, nnx.Param, ...)[2]  # the dropout streams, advanced
+      return loss, (rest, metric_sums(logits_BTV, batch["targets"], batch["weights"]))
+
+    grad_fn = jax.value_and_grad(objective, has_aux=True)
+    (loss, (rest, sums)), grads = grad_fn(state.params, state.rest)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    return TrainState(state.step + 1, params, rest, opt_state), {"loss": loss, **sums}
+
+  return jax.jit(train_step, donate_argnums=0)
+
+
+def make_eval_step(graphdef, *, data_format: str):
+  """jitted (params, rest, batch) -> `metric_sums` of the batch, dropout off."""
+
+  @chex.assert_max_traces(n=1)
+  def eval_step(params, rest, batch: dict):
+    model = nnx.merge(graphdef, params, rest)
+    return metric_sums(forward(model, batch, data_format), batch["targets"], batch["weights"])
+
+  return jax.jit(eval_step)
