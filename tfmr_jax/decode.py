@@ -4,8 +4,8 @@ Dimension key: B batch, T prompt length, M new tokens, S source length, V vocabu
 
 The prompt is prefilled in one call, then one token per step inside
 `jax.lax.fori_loop`. Everything runs in one jitted function, compiled once per
-(model structure, shapes, max_new_tokens, top_k, greedy or not); the temperature is
-traced, so changing it does not recompile. The model runs in eval mode (no
+(model structure, shapes, max_new_tokens, greedy or not); temperature and top_k are
+traced, so changing them does not recompile. The model runs in eval mode (no
 dropout) on a copy; the caller's model is left as it was.
 
 A model qualifies by duck typing: `init_cache(...)` and `extend(tokens_BT, cache)
@@ -43,23 +43,26 @@ def _check_sampling(temperature, top_k, rng, vocab_size: int) -> bool:
   return greedy
 
 
-def _next_token(logits_BV, rng, temperature, *, greedy: bool, top_k: int | None):
-  """Token ids [B]: argmax, or a sample from softmax(logits / temperature) over the top k."""
+def _next_token(logits_BV, rng, temperature, top_k, *, greedy: bool):
+  """Token ids [B]: argmax, or a sample from softmax(logits / temperature) over the top k.
+
+  top_k is a traced int in [1, V] (V keeps every token); ties with the k-th logit are kept.
+  """
   if greedy:
     return jnp.argmax(logits_BV, axis=-1).astype(jnp.int32)
   logits_BV = logits_BV.astype(jnp.float32) / temperature
-  if top_k is not None:
-    kth_B1 = jax.lax.top_k(logits_BV, top_k)[0][:, -1:]
-    logits_BV = jnp.where(logits_BV < kth_B1, -jnp.inf, logits_BV)
+  V = logits_BV.shape[-1]
+  kth_B1 = jax.lax.dynamic_slice_in_dim(jnp.sort(logits_BV, axis=-1), V - top_k, 1, axis=1)
+  logits_BV = jnp.where(logits_BV < kth_B1, -jnp.inf, logits_BV)
   return jax.random.categorical(rng, logits_BV, axis=-1).astype(jnp.int32)
 
 
-def _decode_loop(model, cache, first_BT, rng, temperature, *, num_tokens, greedy, top_k):
+def _decode_loop(model, cache, first_BT, rng, temperature, top_k, *, num_tokens, greedy):
   """Prefill `first_BT`, then sample `num_tokens` tokens one at a time. Returns [B, num_tokens]."""
   B = first_BT.shape[0]
   logits_BTV, cache = model.extend(first_BT, cache)
   rng, key = jax.random.split(rng)
-  token_B = _next_token(logits_BTV[:, -1], key, temperature, greedy=greedy, top_k=top_k)
+  token_B = _next_token(logits_BTV[:, -1], key, temperature, top_k, greedy=greedy)
   out_BM = jnp.zeros((B, num_tokens), jnp.int32).at[:, 0].set(token_B)
 
   def step(i, carry):
@@ -67,7 +70,7 @@ def _decode_loop(model, cache, first_BT, rng, temperature, *, num_tokens, greedy
     previous_B1 = jax.lax.dynamic_slice_in_dim(out_BM, i - 1, 1, axis=1)
     logits_B1V, cache = model.extend(previous_B1, cache)
     rng, key = jax.random.split(rng)
-    token_B = _next_token(logits_B1V[:, 0], key, temperature, greedy=greedy, top_k=top_k)
+    token_B = _next_token(logits_B1V[:, 0], key, temperature, top_k, greedy=greedy)
     return jax.lax.dynamic_update_slice_in_dim(out_BM, token_B[:, None], i, axis=1), cache, rng
 
   out_BM, _, _ = jax.lax.fori_loop(1, num_tokens, step, (out_BM, cache, rng))
@@ -80,29 +83,31 @@ def _eval_copy(graphdef, state):
   return model
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "greedy", "top_k"))
-def _generate(graphdef, state, prompt_BT, rng, temperature, *, max_new_tokens, greedy, top_k):
+@functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "greedy"))
+def _generate(graphdef, state, prompt_BT, rng, temperature, top_k, *, max_new_tokens, greedy):
   model = _eval_copy(graphdef, state)
   B, T = prompt_BT.shape
   cache = model.init_cache(B, T + max_new_tokens)
-  new_BM = _decode_loop(model, cache, prompt_BT, rng, temperature, num_tokens=max_new_tokens,
-                        greedy=greedy, top_k=top_k)
+  new_BM = _decode_loop(model, cache, prompt_BT, rng, temperature, top_k,
+                        num_tokens=max_new_tokens, greedy=greedy)
   return jnp.concatenate([prompt_BT, new_BM], axis=1)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "greedy", "top_k"))
-def _generate_seq2seq(graphdef, state, src_BS, src_valid_BS, bos_B1, rng, temperature, *,
-                      max_new_tokens, greedy, top_k):
+@functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "greedy"))
+def _generate_seq2seq(graphdef, state, src_BS, src_valid_BS, bos_B1, rng, temperature, top_k, *,
+                      max_new_tokens, greedy):
   model = _eval_copy(graphdef, state)
   memory_BSD = model.encode(src_BS, src_valid_BS)
   cache = model.init_cache(memory_BSD, src_valid_BS, max_len=max_new_tokens)
-  new_BM = _decode_loop(model, cache, bos_B1, rng, temperature, num_tokens=max_new_tokens,
-                        greedy=greedy, top_k=top_k)
+  new_BM = _decode_loop(model, cache, bos_B1, rng, temperature, top_k,
+                        num_tokens=max_new_tokens, greedy=greedy)
   return jnp.concatenate([bos_B1, new_BM], axis=1)
 
 
-def _rng_or_dummy(rng):
-  return jax.random.key(0) if rng is None else rng
+def _traced_options(rng, temperature, top_k, vocab_size: int):
+  """(rng, temperature, top_k) as arrays; no rng (greedy) becomes a dummy key, no top_k V."""
+  rng = jax.random.key(0) if rng is None else rng
+  return rng, jnp.float32(temperature), jnp.int32(vocab_size if top_k is None else top_k)
 
 
 def generate(model, prompt_BT, *, max_new_tokens: int, temperature: float = 0.0,
@@ -129,8 +134,9 @@ def generate(model, prompt_BT, *, max_new_tokens: int, temperature: float = 0.0,
     )
   greedy = _check_sampling(temperature, top_k, rng, vocab_size)
   graphdef, state = nnx.split(model)
-  return _generate(graphdef, state, prompt_BT, _rng_or_dummy(rng), jnp.float32(temperature),
-                   max_new_tokens=max_new_tokens, greedy=greedy, top_k=top_k)
+  options = _traced_options(rng, temperature, top_k, vocab_size)
+  return _generate(graphdef, state, prompt_BT, *options, max_new_tokens=max_new_tokens,
+                   greedy=greedy)
 
 
 def generate_seq2seq(model, src_BS, *, max_new_tokens: int, bos_id: int, src_valid_BS=None,
@@ -161,6 +167,6 @@ def generate_seq2seq(model, src_BS, *, max_new_tokens: int, bos_id: int, src_val
       )
   bos_B1 = jnp.full((src_BS.shape[0], 1), bos_id, jnp.int32)
   graphdef, state = nnx.split(model)
-  return _generate_seq2seq(graphdef, state, src_BS, src_valid_BS, bos_B1, _rng_or_dummy(rng),
-                           jnp.float32(temperature), max_new_tokens=max_new_tokens, greedy=greedy,
-                           top_k=top_k)
+  options = _traced_options(rng, temperature, top_k, vocab_size)
+  return _generate_seq2seq(graphdef, state, src_BS, src_valid_BS, bos_B1, *options,
+                           max_new_tokens=max_new_tokens, greedy=greedy)

@@ -1,0 +1,169 @@
+"""GPT2: parameter count, causality, KV-cache decoding, config validation, from_hf errors."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from tfmr_jax.models import GPT2, GPT2Config, count_params, from_hf
+from tfmr_jax.models.gpt2 import _hf_shapes
+
+TINY = GPT2Config(vocab_size=23, max_len=16, num_layers=2, num_heads=3, d_model=12)
+
+
+@pytest.fixture(scope="module")
+def gpt():
+  return GPT2(TINY, rngs=nnx.Rngs(0))
+
+
+def test_124m_parameter_count_without_allocating():
+  model = nnx.eval_shape(lambda: GPT2(GPT2Config(), rngs=nnx.Rngs(0)))
+  assert isinstance(model.token_embedding.embed.embedding.get_value(), jax.ShapeDtypeStruct)
+  assert count_params(model) == 124_439_808
+
+
+def test_tiny_parameter_count_by_hand():
+  D, F, V, P, L = 12, 48, 23, 16, 2
+  per_layer = 2 * 2 * D + (D * 3 * D + 3 * D) + (D * D + D) + (D * F + F) + (F * D + D)
+  assert count_params(GPT2(TINY, rngs=nnx.Rngs(0))) == V * D + P * D + L * per_layer + 2 * D
+
+
+def test_future_tokens_do_not_change_past_logits(gpt):
+  tokens = jax.random.randint(jax.random.key(0), (2, 9), 0, 23)
+  perturbed = tokens.at[:, 5:].set((tokens[:, 5:] + 7) % 23)
+  run = jax.jit(lambda t: gpt(t))
+  out, out_perturbed = run(tokens), run(perturbed)
+  np.testing.assert_allclose(out[:, :5], out_perturbed[:, :5], atol=1e-6)
+  assert not np.allclose(out[:, 5:], out_perturbed[:, 5:])
+
+
+def test_causality_by_gradients(gpt):
+  """d logits[t] / d (position embedding at t') is zero exactly when t' > t."""
+  T = 6
+  tokens = jnp.arange(2 * T).reshape(2, T) % 23
+  graphdef, state = nnx.split(gpt)
+
+  def logits_per_position(table_PD):
+    model = nnx.merge(graphdef, jax.tree.map(jnp.asarray, state))  # fresh Variables in this trace
+    model.position_embedding.table.embedding[...] = table_PD
+    return model(tokens).sum(axis=(0, 2))
+
+  table = gpt.position_embedding.table.embedding[...]
+  jacobian_TPD = jax.jit(jax.jacrev(logits_per_position))(table)
+  touched_TP = np.abs(np.asarray(jacobian_TPD)).sum(-1) > 0
+  np.testing.assert_array_equal(touched_TP[:, :T], np.tril(np.ones((T, T), bool)))
+  assert not touched_TP[:, T:].any()
+
+
+@pytest.mark.parametrize("prompt_len", [1, 4, 7])
+def test_cached_decoding_equals_full_recomputation(gpt, prompt_len):
+  T = 11
+  tokens = jax.random.randint(jax.random.key(prompt_len), (2, T), 0, 23)
+  full = jax.jit(lambda t: gpt(t))(tokens)
+  extend = jax.jit(lambda t, cache: gpt.extend(t, cache))
+  cache = gpt.init_cache(2, 12)
+  logits, cache = extend(tokens[:, :prompt_len], cache)
+  np.testing.assert_allclose(logits, full[:, :prompt_len], atol=1e-5)
+  for t in range(prompt_len, T):
+    logits, cache = extend(tokens[:, t:t + 1], cache)
+    np.testing.assert_allclose(logits[:, 0], full[:, t], atol=1e-5)
+  assert int(cache[0].length) == T
+
+
+def test_gqa_variant_runs_and_caches():
+  model = GPT2(GPT2Config(vocab_size=11, max_len=8, num_layers=1, num_heads=4, d_model=8,
+                          num_kv_heads=1), rngs=nnx.Rngs(0))
+  tokens = jnp.arange(6).reshape(1, 6)
+  cache = model.init_cache(1, 8)
+  assert cache[0].k_BSKH.shape == (1, 8, 1, 2)
+  logits, _ = jax.jit(lambda t, c: model.extend(t, c))(tokens, cache)
+  np.testing.assert_allclose(logits, jax.jit(lambda t: model(t))(tokens), atol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+  (dict(num_heads=5), "num_heads=5 must divide d_model=768"),
+  (dict(num_kv_heads=5), "num_kv_heads=5 must divide num_heads=12"),
+  (dict(vocab_size=0), "vocab_size must be a positive int, got 0"),
+  (dict(d_ff=-3), "d_ff must be a positive int, got -3"),
+  (dict(dropout=-0.1), r"dropout must be a rate in \[0, 1\)"),
+  (dict(ln_eps=0.0), "ln_eps must be a positive float"),
+])
+def test_config_validation(kwargs, message):
+  with pytest.raises(ValueError, match=message):
+    GPT2Config(**kwargs)
+
+
+def test_config_default_ff():
+  assert GPT2Config().d_ff == 3072
+  assert GPT2Config(d_model=6, num_heads=2, d_ff=5).d_ff == 5
+
+
+HF_CONFIG = dict(n_embd=12, n_head=3, n_layer=2, n_positions=16, vocab_size=23,
+                 layer_norm_epsilon=1e-5, activation_function="gelu_new")
+
+
+def hf_state_dict(seed=0):
+  rng = np.random.default_rng(seed)
+  return {"transformer." + k: rng.normal(size=s).astype(np.float32)
+          for k, s in _hf_shapes(TINY).items()}
+
+
+def test_from_hf_maps_every_tensor():
+  """A NumPy forward pass from HF-named weights (Conv1D: y = x W + b) matches the import."""
+  sd = hf_state_dict()
+  model = from_hf({**sd, "lm_head.weight": sd["transformer.wte.weight"]}, HF_CONFIG)
+  w = {k.removeprefix("transformer."): v.astype(np.float64) for k, v in sd.items()}
+
+  def ln(x, name):
+    mu, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
+    return (x - mu) / np.sqrt(var + 1e-5) * w[name + ".weight"] + w[name + ".bias"]
+
+  def gelu(x):
+    return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
+
+  tokens = np.array([[3, 1, 4, 1, 5], [9, 2, 6, 5, 3]])
+  B, T = tokens.shape
+  x = w["wte.weight"][tokens] + w["wpe.weight"][:T]
+  for i in range(2):
+    p = f"h.{i}."
+    qkv = ln(x, p + "ln_1") @ w[p + "attn.c_attn.weight"] + w[p + "attn.c_attn.bias"]
+    q, k, v = (a.reshape(B, T, 3, 4) for a in np.split(qkv, 3, axis=-1))
+    logits = np.einsum("BTNH,BSNH->BNTS", q, k) / 2.0
+    logits = np.where(np.tril(np.ones((T, T), bool)), logits, -np.inf)
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    heads = np.einsum("BNTS,BSNH->BTNH", probs, v).reshape(B, T, 12)
+    x = x + heads @ w[p + "attn.c_proj.weight"] + w[p + "attn.c_proj.bias"]
+    h = gelu(ln(x, p + "ln_2") @ w[p + "mlp.c_fc.weight"] + w[p + "mlp.c_fc.bias"])
+    x = x + h @ w[p + "mlp.c_proj.weight"] + w[p + "mlp.c_proj.bias"]
+  want = ln(x, "ln_f") @ w["wte.weight"].T
+  np.testing.assert_allclose(model(jnp.asarray(tokens)), want, atol=1e-4, rtol=1e-5)
+
+
+def test_from_hf_missing_key():
+  sd = hf_state_dict()
+  del sd["transformer.h.1.mlp.c_fc.bias"]
+  with pytest.raises(ValueError, match=r"missing 1 key\(s\), first 'h.1.mlp.c_fc.bias'"):
+    from_hf(sd, HF_CONFIG)
+
+
+def test_from_hf_wrong_shape():
+  sd = hf_state_dict()
+  sd["transformer.h.0.attn.c_attn.weight"] = np.zeros((36, 12), np.float32)  # transposed
+  with pytest.raises(ValueError, match=r"'h.0.attn.c_attn.weight'\] has shape \(36, 12\), "
+                                       r"expected \(12, 36\)"):
+    from_hf(sd, HF_CONFIG)
+
+
+def test_from_hf_unexpected_key_untied_head_and_config():
+  sd = hf_state_dict()
+  with pytest.raises(ValueError, match=r"unexpected key\(s\) \['h.0.attn.rotary'\]"):
+    from_hf({**sd, "h.0.attn.rotary": np.zeros(3)}, HF_CONFIG)
+  from_hf({**sd, "h.0.attn.bias": np.zeros((1, 1, 16, 16))}, HF_CONFIG)  # mask buffer: ignored
+  with pytest.raises(ValueError, match="lm_head.weight differs from wte.weight"):
+    from_hf({**sd, "lm_head.weight": np.zeros((23, 12), np.float32)}, HF_CONFIG)
+  with pytest.raises(ValueError, match="activation_function='gelu' is not supported"):
+    from_hf(sd, {**HF_CONFIG, "activation_function": "gelu"})
+  with pytest.raises(ValueError, match="lacks 'n_head'"):
+    from_hf(sd, {k: v for k, v in HF_CONFIG.items() if k != "n_head"})

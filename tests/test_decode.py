@@ -1,0 +1,129 @@
+"""decode.generate / generate_seq2seq against full forward passes re-run at every step."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from tfmr_jax import decode
+from tfmr_jax.models import GPT2, EncoderDecoderTransformer, GPT2Config
+
+V = 23
+
+
+@pytest.fixture(scope="module")
+def gpt():
+  return GPT2(GPT2Config(vocab_size=V, max_len=16, num_layers=2, num_heads=3, d_model=12,
+                         dropout=0.2), rngs=nnx.Rngs(0))
+
+
+@pytest.fixture(scope="module")
+def s2s():
+  return EncoderDecoderTransformer(src_vocab_size=11, tgt_vocab_size=V, num_encoder_layers=1,
+                                   num_decoder_layers=2, d_model=12, num_heads=3, d_ff=20,
+                                   max_len=16, dropout=0.2, rngs=nnx.Rngs(1))
+
+
+def eval_forward(model):
+  """The model's full forward pass in eval mode, jitted, without touching `model`."""
+  graphdef, state = nnx.split(model)
+
+  @jax.jit
+  def forward(*args):
+    copy = nnx.merge(graphdef, state)
+    copy.eval()
+    return copy(*args)
+
+  return forward
+
+
+@pytest.mark.parametrize("prompt_len", [1, 5])
+def test_greedy_equals_argmax_of_full_forward(gpt, prompt_len):
+  prompt = jax.random.randint(jax.random.key(prompt_len), (2, prompt_len), 0, V)
+  M = 6
+  out = np.asarray(decode.generate(gpt, prompt, max_new_tokens=M))
+  assert out.shape == (2, prompt_len + M)
+  # Full causal forward passes, re-run each step over one fixed-size buffer (compiled once);
+  # causality means the zeros after position t do not change the logits at t.
+  forward = eval_forward(gpt)
+  want = np.zeros((2, prompt_len + M), np.int32)
+  want[:, :prompt_len] = prompt
+  for t in range(prompt_len, prompt_len + M):
+    want[:, t] = np.argmax(np.asarray(forward(jnp.asarray(want)))[:, t - 1], axis=-1)
+  np.testing.assert_array_equal(out, want)
+  assert gpt.layers[0].attention_residual.dropout.deterministic is False  # caller's mode kept
+
+
+def test_greedy_seq2seq_equals_argmax_of_full_forward(s2s):
+  src = jax.random.randint(jax.random.key(0), (2, 7), 0, 11)
+  valid = jnp.arange(7)[None, :] < jnp.array([[7], [5]])
+  M, bos = 5, 1
+  out = np.asarray(decode.generate_seq2seq(s2s, src, max_new_tokens=M, bos_id=bos,
+                                           src_valid_BS=valid))
+  assert out.shape == (2, 1 + M)
+  forward = eval_forward(s2s)
+  want = np.zeros((2, 1 + M), np.int32)
+  want[:, 0] = bos
+  for t in range(1, 1 + M):
+    logits = np.asarray(forward(src, jnp.asarray(want[:, :M]), valid))  # fixed-size buffer
+    want[:, t] = np.argmax(logits[:, t - 1], axis=-1)
+  np.testing.assert_array_equal(out, want)
+
+
+def test_sampling(gpt):
+  prompt = jnp.array([[3, 1, 4], [1, 5, 9]])
+  greedy = decode.generate(gpt, prompt, max_new_tokens=8)
+  top1 = decode.generate(gpt, prompt, max_new_tokens=8, temperature=1.0, top_k=1,
+                         rng=jax.random.key(0))
+  np.testing.assert_array_equal(top1, greedy)
+  a = decode.generate(gpt, prompt, max_new_tokens=8, temperature=1.0, rng=jax.random.key(1))
+  b = decode.generate(gpt, prompt, max_new_tokens=8, temperature=1.0, rng=jax.random.key(1))
+  c = decode.generate(gpt, prompt, max_new_tokens=8, temperature=1.0, rng=jax.random.key(2))
+  np.testing.assert_array_equal(a, b)
+  assert not np.array_equal(a, c)
+  np.testing.assert_array_equal(a[:, :3], prompt)
+
+
+def test_top_k_samples_stay_in_top_k(gpt):
+  prompt = jnp.array([[2, 7], [8, 1]])
+  out = np.asarray(decode.generate(gpt, prompt, max_new_tokens=8, temperature=5.0, top_k=3,
+                                   rng=jax.random.key(3)))
+  logits = np.asarray(eval_forward(gpt)(jnp.asarray(out)))  # logits[:, t] predicts token t + 1
+  for t in range(1, out.shape[1] - 1):
+    top3 = np.argsort(logits[:, t], axis=-1)[:, -3:]
+    assert all(out[b, t + 1] in top3[b] for b in range(2)), t
+
+
+def test_compiles_once(gpt):
+  prompt = jnp.array([[5, 6, 7, 8]])
+  decode.generate(gpt, prompt, max_new_tokens=3, temperature=0.7, rng=jax.random.key(0))
+  before = decode._generate._cache_size()
+  decode.generate(gpt, prompt + 1, max_new_tokens=3, temperature=0.9, top_k=4,
+                  rng=jax.random.key(1))
+  assert decode._generate._cache_size() == before
+
+
+@pytest.mark.parametrize("kwargs, message", [
+  (dict(max_new_tokens=0), "max_new_tokens must be a positive int, got 0"),
+  (dict(max_new_tokens=13), r"T=4 \+ max_new_tokens=13 exceeds the model's max_len=16"),
+  (dict(max_new_tokens=2, top_k=0), "top_k must be a positive int, got 0"),
+  (dict(max_new_tokens=2, top_k=24), r"top_k=24 must lie in \[1, vocab_size=23\]"),
+  (dict(max_new_tokens=2, temperature=-1.0), "temperature must be a number >= 0"),
+  (dict(max_new_tokens=2, temperature=1.0), "rng .* is required"),
+])
+def test_generate_bad_arguments(gpt, kwargs, message):
+  with pytest.raises(ValueError, match=message):
+    decode.generate(gpt, jnp.zeros((1, 4), jnp.int32), **kwargs)
+
+
+def test_generate_seq2seq_bad_arguments(s2s):
+  src = jnp.zeros((1, 4), jnp.int32)
+  with pytest.raises(ValueError, match=r"bos_id must be an int in \[0, tgt_vocab_size=23\)"):
+    decode.generate_seq2seq(s2s, src, max_new_tokens=2, bos_id=23)
+  with pytest.raises(ValueError, match="max_new_tokens=17 exceeds the model's max_len=16"):
+    decode.generate_seq2seq(s2s, src, max_new_tokens=17, bos_id=0)
+  with pytest.raises(TypeError, match="prompt_BT must be integer token ids"):
+    decode.generate(GPT2(GPT2Config(vocab_size=5, max_len=4, num_layers=1, num_heads=1,
+                                    d_model=2), rngs=nnx.Rngs(0)), jnp.zeros((1, 2)),
+                    max_new_tokens=1)
