@@ -38,15 +38,23 @@ def eval_forward(model):
   return forward
 
 
-@pytest.mark.parametrize("prompt_len", [1, 5])
-def test_greedy_equals_argmax_of_full_forward(gpt, prompt_len):
+@pytest.fixture(scope="module")
+def gpt_forward(gpt):
+  return eval_forward(gpt)
+
+
+# Tests share prompt shapes and lengths where they can, so that they share compilations.
+M = 8
+
+
+@pytest.mark.parametrize("prompt_len", [1, 3])
+def test_greedy_equals_argmax_of_full_forward(gpt, gpt_forward, prompt_len):
   prompt = jax.random.randint(jax.random.key(prompt_len), (2, prompt_len), 0, V)
-  M = 6
   out = np.asarray(decode.generate(gpt, prompt, max_new_tokens=M))
   assert out.shape == (2, prompt_len + M)
   # Full causal forward passes, re-run each step over one fixed-size buffer (compiled once);
   # causality means the zeros after position t do not change the logits at t.
-  forward = eval_forward(gpt)
+  forward = gpt_forward
   want = np.zeros((2, prompt_len + M), np.int32)
   want[:, :prompt_len] = prompt
   for t in range(prompt_len, prompt_len + M):
@@ -58,7 +66,7 @@ def test_greedy_equals_argmax_of_full_forward(gpt, prompt_len):
 def test_greedy_seq2seq_equals_argmax_of_full_forward(s2s):
   src = jax.random.randint(jax.random.key(0), (2, 7), 0, 11)
   valid = jnp.arange(7)[None, :] < jnp.array([[7], [5]])
-  M, bos = 5, 1
+  bos = 1
   out = np.asarray(decode.generate_seq2seq(s2s, src, max_new_tokens=M, bos_id=bos,
                                            src_valid_BS=valid))
   assert out.shape == (2, 1 + M)
@@ -73,33 +81,33 @@ def test_greedy_seq2seq_equals_argmax_of_full_forward(s2s):
 
 def test_sampling(gpt):
   prompt = jnp.array([[3, 1, 4], [1, 5, 9]])
-  greedy = decode.generate(gpt, prompt, max_new_tokens=8)
-  top1 = decode.generate(gpt, prompt, max_new_tokens=8, temperature=1.0, top_k=1,
+  greedy = decode.generate(gpt, prompt, max_new_tokens=M)
+  top1 = decode.generate(gpt, prompt, max_new_tokens=M, temperature=1.0, top_k=1,
                          rng=jax.random.key(0))
   np.testing.assert_array_equal(top1, greedy)
-  a = decode.generate(gpt, prompt, max_new_tokens=8, temperature=1.0, rng=jax.random.key(1))
-  b = decode.generate(gpt, prompt, max_new_tokens=8, temperature=1.0, rng=jax.random.key(1))
-  c = decode.generate(gpt, prompt, max_new_tokens=8, temperature=1.0, rng=jax.random.key(2))
+  a = decode.generate(gpt, prompt, max_new_tokens=M, temperature=1.0, rng=jax.random.key(1))
+  b = decode.generate(gpt, prompt, max_new_tokens=M, temperature=1.0, rng=jax.random.key(1))
+  c = decode.generate(gpt, prompt, max_new_tokens=M, temperature=1.0, rng=jax.random.key(2))
   np.testing.assert_array_equal(a, b)
   assert not np.array_equal(a, c)
   np.testing.assert_array_equal(a[:, :3], prompt)
 
 
-def test_top_k_samples_stay_in_top_k(gpt):
-  prompt = jnp.array([[2, 7], [8, 1]])
-  out = np.asarray(decode.generate(gpt, prompt, max_new_tokens=8, temperature=5.0, top_k=3,
+def test_top_k_samples_stay_in_top_k(gpt, gpt_forward):
+  prompt = jnp.array([[2, 7, 3], [8, 1, 1]])
+  out = np.asarray(decode.generate(gpt, prompt, max_new_tokens=M, temperature=5.0, top_k=3,
                                    rng=jax.random.key(3)))
-  logits = np.asarray(eval_forward(gpt)(jnp.asarray(out)))  # logits[:, t] predicts token t + 1
-  for t in range(1, out.shape[1] - 1):
+  logits = np.asarray(gpt_forward(jnp.asarray(out)))  # logits[:, t] predicts token t + 1
+  for t in range(2, out.shape[1] - 1):
     top3 = np.argsort(logits[:, t], axis=-1)[:, -3:]
     assert all(out[b, t + 1] in top3[b] for b in range(2)), t
 
 
 def test_compiles_once(gpt):
-  prompt = jnp.array([[5, 6, 7, 8]])
-  decode.generate(gpt, prompt, max_new_tokens=3, temperature=0.7, rng=jax.random.key(0))
+  prompt = jnp.array([[5, 6, 7], [8, 9, 10]])
+  decode.generate(gpt, prompt, max_new_tokens=M, temperature=0.7, rng=jax.random.key(0))
   before = decode._generate._cache_size()
-  decode.generate(gpt, prompt + 1, max_new_tokens=3, temperature=0.9, top_k=4,
+  decode.generate(gpt, prompt + 1, max_new_tokens=M, temperature=0.9, top_k=4,
                   rng=jax.random.key(1))
   assert decode._generate._cache_size() == before
 
@@ -121,6 +129,8 @@ def test_generate_seq2seq_bad_arguments(s2s):
   src = jnp.zeros((1, 4), jnp.int32)
   with pytest.raises(ValueError, match=r"bos_id must be an int in \[0, tgt_vocab_size=23\)"):
     decode.generate_seq2seq(s2s, src, max_new_tokens=2, bos_id=23)
+  with pytest.raises(ValueError, match=r"src_BS ids must lie in \[0, 11\), got min 0, max 11"):
+    decode.generate_seq2seq(s2s, src.at[0, 1].set(11), max_new_tokens=2, bos_id=0)
   with pytest.raises(ValueError, match="max_new_tokens=17 exceeds the model's max_len=16"):
     decode.generate_seq2seq(s2s, src, max_new_tokens=17, bos_id=0)
   with pytest.raises(TypeError, match="prompt_BT must be integer token ids"):

@@ -16,17 +16,22 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from tfmr_jax.ops.guards import check_positive, check_rank
 
 
 def _check_tokens(name: str, tokens, vocab_size: int):
-  tokens = jnp.asarray(tokens)
+  """int [B, T] ids in [0, vocab_size) (the range is checked on concrete arrays) -> int32."""
   check_rank(name, tokens, 2, "[B, T]")
-  if not jnp.issubdtype(tokens.dtype, jnp.integer):
-    raise TypeError(f"{name} must be integer token ids, got dtype {tokens.dtype}")
-  return tokens.astype(jnp.int32)
+  if not jnp.issubdtype(jnp.result_type(tokens), jnp.integer):
+    raise TypeError(f"{name} must be integer token ids, got dtype {jnp.result_type(tokens)}")
+  if not isinstance(tokens, jax.core.Tracer) and np.size(tokens):
+    low, high = int(np.min(tokens)), int(np.max(tokens))
+    if low < 0 or high >= vocab_size:
+      raise ValueError(f"{name} ids must lie in [0, {vocab_size}), got min {low}, max {high}")
+  return jnp.asarray(tokens, jnp.int32)
 
 
 def _check_sampling(temperature, top_k, rng, vocab_size: int) -> bool:

@@ -25,6 +25,17 @@ def s2s():
 
 
 @pytest.fixture(scope="module")
+def forward(s2s):
+  """The teacher-forced forward pass, jitted once for the module."""
+  return jax.jit(lambda s, t, v: s2s(s, t, v))
+
+
+@pytest.fixture(scope="module")
+def extend(s2s):
+  return jax.jit(lambda t, cache: s2s.extend(t, cache))
+
+
+@pytest.fixture(scope="module")
 def batch():
   src = jax.random.randint(jax.random.key(0), (2, 7), 0, VS)
   tgt = jax.random.randint(jax.random.key(1), (2, 9), 0, VT)
@@ -32,10 +43,10 @@ def batch():
   return src, tgt, src_valid
 
 
-def test_future_targets_do_not_change_past_logits(s2s, batch):
+def test_future_targets_do_not_change_past_logits(forward, batch):
   src, tgt, valid = batch
   perturbed = tgt.at[:, 4:].set((tgt[:, 4:] + 3) % VT)
-  run = jax.jit(lambda s, t, v: s2s(s, t, v))
+  run = forward
   out, out_perturbed = run(src, tgt, valid), run(src, perturbed, valid)
   np.testing.assert_allclose(out[:, :4], out_perturbed[:, :4], atol=1e-6)
   assert not np.allclose(out[:, 4:], out_perturbed[:, 4:])
@@ -59,21 +70,23 @@ def test_decoder_causality_by_gradients(s2s, batch):
   assert not touched_TP[:, T:].any()
 
 
-def test_padded_source_tokens_are_ignored(s2s, batch):
+def test_padded_source_tokens_are_ignored(forward, batch):
   src, tgt, valid = batch
   perturbed = jnp.where(valid, src, (src + 4) % VS)
-  run = jax.jit(lambda s, v: s2s(s, tgt, v))
+
+  def run(s, v):
+    return forward(s, tgt, v)
+
   np.testing.assert_allclose(run(src, valid), run(perturbed, valid), atol=1e-6)
   everything = jnp.ones_like(valid)
   assert not np.allclose(run(src, everything)[1], run(perturbed, everything)[1], atol=1e-4)
 
 
 @pytest.mark.parametrize("prefill", [1, 3, 6])
-def test_cached_decoding_equals_teacher_forcing(s2s, batch, prefill):
+def test_cached_decoding_equals_teacher_forcing(s2s, forward, extend, batch, prefill):
   src, tgt, valid = batch
   T = tgt.shape[1]
-  full = jax.jit(lambda s, t, v: s2s(s, t, v))(src, tgt, valid)
-  extend = jax.jit(lambda t, cache: s2s.extend(t, cache))
+  full = forward(src, tgt, valid)
   cache = s2s.init_cache(s2s.encode(src, valid), valid, max_len=T)
   logits, cache = extend(tgt[:, :prefill], cache)
   np.testing.assert_allclose(logits, full[:, :prefill], atol=1e-5)

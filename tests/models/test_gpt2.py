@@ -17,6 +17,12 @@ def gpt():
   return GPT2(TINY, rngs=nnx.Rngs(0))
 
 
+@pytest.fixture(scope="module")
+def jitted(gpt):
+  """(forward, extend), jitted once for the module so parametrized tests share compilations."""
+  return jax.jit(lambda t: gpt(t)), jax.jit(lambda t, cache: gpt.extend(t, cache))
+
+
 def test_124m_parameter_count_without_allocating():
   model = nnx.eval_shape(lambda: GPT2(GPT2Config(), rngs=nnx.Rngs(0)))
   assert isinstance(model.token_embedding.embed.embedding.get_value(), jax.ShapeDtypeStruct)
@@ -29,10 +35,10 @@ def test_tiny_parameter_count_by_hand():
   assert count_params(GPT2(TINY, rngs=nnx.Rngs(0))) == V * D + P * D + L * per_layer + 2 * D
 
 
-def test_future_tokens_do_not_change_past_logits(gpt):
-  tokens = jax.random.randint(jax.random.key(0), (2, 9), 0, 23)
+def test_future_tokens_do_not_change_past_logits(jitted):
+  tokens = jax.random.randint(jax.random.key(0), (2, 11), 0, 23)
   perturbed = tokens.at[:, 5:].set((tokens[:, 5:] + 7) % 23)
-  run = jax.jit(lambda t: gpt(t))
+  run = jitted[0]
   out, out_perturbed = run(tokens), run(perturbed)
   np.testing.assert_allclose(out[:, :5], out_perturbed[:, :5], atol=1e-6)
   assert not np.allclose(out[:, 5:], out_perturbed[:, 5:])
@@ -57,11 +63,11 @@ def test_causality_by_gradients(gpt):
 
 
 @pytest.mark.parametrize("prompt_len", [1, 4, 7])
-def test_cached_decoding_equals_full_recomputation(gpt, prompt_len):
+def test_cached_decoding_equals_full_recomputation(gpt, jitted, prompt_len):
   T = 11
   tokens = jax.random.randint(jax.random.key(prompt_len), (2, T), 0, 23)
-  full = jax.jit(lambda t: gpt(t))(tokens)
-  extend = jax.jit(lambda t, cache: gpt.extend(t, cache))
+  forward, extend = jitted
+  full = forward(tokens)
   cache = gpt.init_cache(2, 12)
   logits, cache = extend(tokens[:, :prompt_len], cache)
   np.testing.assert_allclose(logits, full[:, :prompt_len], atol=1e-5)
