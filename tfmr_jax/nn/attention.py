@@ -122,9 +122,15 @@ class MultiHeadAttention(nnx.Module):
     self.out = linear(N * H, d_model, out_kernel_init)
     self.dropout = make_dropout(dropout, rngs)
 
+  def _check_input(self, name: str, x_BTD) -> None:
+    check_rank(name, x_BTD, 3, "[B, T, D]")
+    check_floating(name, x_BTD)
+    if x_BTD.shape[-1] != self.d_model:
+      raise ValueError(f"{name} has width {x_BTD.shape[-1]}, expected d_model={self.d_model}")
+
   def project_kv(self, context_BSD):
     """Keys and values of `context_BSD`: (k_BSKH, v_BSKH). Cross-attention computes them once."""
-    check_rank("context_BSD", context_BSD, 3, "[B, S, D]")
+    self._check_input("context_BSD", context_BSD)
     B, S, _ = context_BSD.shape
     k_BSKH = self.key(context_BSD).reshape(B, S, self.num_kv_heads, self.head_dim)
     v_BSKH = self.value(context_BSD).reshape(B, S, self.num_kv_heads, self.head_dim)
@@ -135,10 +141,7 @@ class MultiHeadAttention(nnx.Module):
 
     Returns out_BTD, or (out_BTD, attn_BNTS) with return_attention.
     """
-    check_rank("x_BTD", x_BTD, 3, "[B, T, D]")
-    check_floating("x_BTD", x_BTD)
-    if x_BTD.shape[-1] != self.d_model:
-      raise ValueError(f"x_BTD has width {x_BTD.shape[-1]}, expected d_model={self.d_model}")
+    self._check_input("x_BTD", x_BTD)
     B, T, _ = x_BTD.shape
     q_BTNH = self.query(x_BTD).reshape(B, T, self.num_heads, self.head_dim)
     out_BTNH = self.attention_fn(q_BTNH, k_BSKH, v_BSKH, mask=mask, bias=bias)
