@@ -95,7 +95,8 @@ def _grouped(x_BNTS, K: int, G: int):
   return x.reshape(b, K, G, t, s)
 
 
-def attention(q_BTNH, k_BSKH, v_BSKH, *, mask=None, bias=None, scale=None):
+def attention(q_BTNH, k_BSKH, v_BSKH, *, mask=None, bias=None, scale=None,
+              implementation=None):
   """softmax(q k^T * scale + bias) v with masking. Returns [B, T, N, H] in q's dtype.
 
   Args:
@@ -106,8 +107,20 @@ def attention(q_BTNH, k_BSKH, v_BSKH, *, mask=None, bias=None, scale=None):
       query rows return zeros.
     bias: additive float logits bias (finite), broadcastable to [B, N, T, S].
     scale: logit scale, default 1/sqrt(H).
+    implementation: None (the fastest correct choice for this backend and shape),
+      "reference" (the code below), "tiled" (online softmax, O(T) memory), "xla" or
+      "cudnn" (jax.nn.dot_product_attention). Same semantics whichever runs; see
+      tfmr_jax.ops.implementations.
   """
   B, T, S, N, K, H = check_attention_args(q_BTNH, k_BSKH, v_BSKH, mask, bias)
+  # Imported here because implementations imports this module (for the shared checks).
+  from tfmr_jax.ops import implementations
+
+  implementation = implementations.resolve_implementation(implementation, q_BTNH, k_BSKH)
+  if implementation != "reference":
+    return implementations.run_implementation(
+      implementation, q_BTNH, k_BSKH, v_BSKH, mask=mask, bias=bias, scale=scale
+    )
   probs_BKGTS = _probabilities_BKGTS(q_BTNH, k_BSKH, mask=mask, bias=bias, scale=scale)
   out_BTKGH = jnp.einsum(
     "BKGTS,BSKH->BTKGH",

@@ -1,0 +1,119 @@
+"""The switch behind `tj.attention(..., implementation=...)`.
+
+Dimension key: B batch, T query length, S key/value length, N query heads, K kv heads,
+H head dim.
+
+  "reference"  the einsum + softmax in tfmr_jax.ops.attention: [B, N, T, S] logits
+  "tiled"      tfmr_jax.ops.tiled_attention: online softmax, O(T) memory
+  "xla"        jax.nn.dot_product_attention(implementation="xla")
+  "cudnn"      jax.nn.dot_product_attention(implementation="cudnn"), GPU only
+  None         the fastest correct one for the backend and shape: `choose_implementation`
+
+Every implementation keeps our mask semantics: a query row whose keys are all
+masked returns zeros and passes zero gradient (jax.nn alone would return the mean
+of the values there).
+"""
+
+import jax
+import jax.numpy as jnp
+
+from tfmr_jax.ops.tiled_attention import tiled_attention
+
+IMPLEMENTATIONS = ("reference", "tiled", "xla", "cudnn")
+
+# CPU crossover, measured by experiments/bench_attention.py (see the README's
+# performance section): below this many float32 logits per call (B * N * T * S)
+# the reference path is at least as fast as the tiled one; from it on, tiled wins.
+CPU_TILED_MIN_LOGITS = 8 * 1024 * 1024
+
+# Elsewhere (GPU, TPU; not measured here): XLA's fused attention while its [B, N, T, S]
+# float32 logits stay under this size, tiled beyond it so memory stays O(T).
+ACCELERATOR_TILED_MIN_LOGITS = 256 * 1024 * 1024
+
+_CUDNN_DTYPES = (jnp.bfloat16, jnp.float16)
+
+
+def check_implementation(implementation) -> None:
+  """Raise ValueError unless `implementation` is None or one of IMPLEMENTATIONS."""
+  if implementation is not None and implementation not in IMPLEMENTATIONS:
+    raise ValueError(
+      f"implementation must be None or one of {IMPLEMENTATIONS}, got {implementation!r}"
+    )
+
+
+def cudnn_supports(*, dtype, H: int, backend: str) -> bool:
+  """Whether jax's cuDNN attention takes this: GPU, fp16/bf16, H % 8 == 0, H <= 128."""
+  return backend == "gpu" and jnp.dtype(dtype) in _CUDNN_DTYPES and H % 8 == 0 and H <= 128
+
+
+def choose_implementation(
+  *, B: int, T: int, S: int, N: int, H: int, dtype, backend: str | None = None
+) -> str:
+  """The implementation `implementation=None` runs for this shape on `backend`.
+
+  CPU: "reference" for short sequences, "tiled" from CPU_TILED_MIN_LOGITS logits on
+  (the crossover measured by experiments/bench_attention.py). GPU: "cudnn" where it
+  supports the problem. Otherwise "xla" while the logits are small, "tiled" beyond.
+  """
+  backend = jax.default_backend() if backend is None else backend
+  logits = B * N * T * S
+  if backend == "cpu":
+    return "tiled" if logits >= CPU_TILED_MIN_LOGITS else "reference"
+  if cudnn_supports(dtype=dtype, H=H, backend=backend):
+    return "cudnn"
+  return "tiled" if logits >= ACCELERATOR_TILED_MIN_LOGITS else "xla"
+
+
+def resolve_implementation(implementation, q_BTNH, k_BSKH) -> str:
+  """Validate `implementation` and turn None into a concrete choice for these shapes."""
+  check_implementation(implementation)
+  B, T, N, H = q_BTNH.shape
+  S = k_BSKH.shape[1]
+  if implementation is None:
+    return choose_implementation(B=B, T=T, S=S, N=N, H=H, dtype=q_BTNH.dtype)
+  if implementation == "cudnn" and not cudnn_supports(
+    dtype=q_BTNH.dtype, H=H, backend=jax.default_backend()
+  ):
+    raise ValueError(
+      f"implementation='cudnn' needs a GPU backend, float16 or bfloat16 inputs and a head dim "
+      f"H that is a multiple of 8 and at most 128; got backend={jax.default_backend()!r}, "
+      f"dtype={q_BTNH.dtype}, H={H}"
+    )
+  return implementation
+
+
+def jax_nn_attention(
+  q_BTNH, k_BSKH, v_BSKH, *, mask=None, bias=None, scale=None, implementation: str = "xla"
+):
+  """jax.nn.dot_product_attention with our fully-masked-row rule. Returns [B, T, N, H].
+
+  jax.nn returns the mean of all values on a row whose keys are all masked; we
+  multiply such rows by zero, which also zeroes the gradient flowing through them.
+  """
+  mask, bias = _as_rank4(mask), _as_rank4(bias)
+  out_BTNH = jax.nn.dot_product_attention(
+    q_BTNH, k_BSKH, v_BSKH, bias=bias, mask=mask, scale=scale, implementation=implementation
+  )
+  if mask is None:
+    return out_BTNH
+  B, T, N, _ = q_BTNH.shape
+  seen_BNT = jnp.broadcast_to(jnp.any(mask, axis=-1), (B, N, T))
+  seen_BTN1 = seen_BNT.transpose(0, 2, 1)[..., None]
+  return out_BTNH * seen_BTN1.astype(out_BTNH.dtype)
+
+
+def _as_rank4(x):
+  """None, or x with leading axes of size 1 added up to rank 4 (jax.nn wants [B, N, T, S])."""
+  if x is None:
+    return None
+  x = jnp.asarray(x)
+  return x.reshape((1,) * (4 - x.ndim) + x.shape)
+
+
+def run_implementation(implementation: str, q_BTNH, k_BSKH, v_BSKH, *, mask, bias, scale):
+  """Attention by a resolved, non-reference implementation name. Returns [B, T, N, H]."""
+  if implementation == "tiled":
+    return tiled_attention(q_BTNH, k_BSKH, v_BSKH, mask=mask, bias=bias, scale=scale)
+  return jax_nn_attention(
+    q_BTNH, k_BSKH, v_BSKH, mask=mask, bias=bias, scale=scale, implementation=implementation
+  )

@@ -1,0 +1,447 @@
+"""Tiled attention: online softmax over blocks, O(T) memory, portable JAX.
+
+Dimension key:
+  B batch   T query length   S key/value length   N query heads   K kv heads
+  G = N // K   H head dim   Q query-block length   C key-block length
+  I number of query blocks   J number of key blocks
+
+The same function as `tfmr_jax.ops.attention` (same arguments, same masks, same
+fully-masked-row rule), computed without ever holding the [T, S] logits:
+
+  for each block of Q queries:               (lax.scan over I blocks)
+    m = -big, l = 0, acc = 0                  running max, sum, weighted values
+    for each block of C keys it may see:      (while loop, bounds per query block)
+      s = q k^T * scale + bias                [Q, C] float32
+      m' = max(m, rowmax s);  p = exp(s - m')
+      l = l e^(m - m') + rowsum p;  acc = acc e^(m - m') + p v;  m = m'
+    out = acc / l,   lse = m + log l          lse is saved for the backward
+
+Blocks that a mask rules out entirely are never visited; blocks it leaves fully
+open run without any masking work; only the blocks it cuts (the causal diagonal,
+the padded tail) pay for `where`. With `is_causal=True` that structure is known
+statically and no [T, S] mask exists anywhere, so memory is O(T) end to end.
+
+The backward is written by hand (jax.custom_vjp): it recomputes each block's
+probabilities from the saved lse, p = exp(s - lse), and forms dV += p^T dO,
+dP = dO V^T, dS = p (dP - rowsum(dO * O)), dQ += dS K, dK += dS^T Q with matmuls,
+so training memory is O(T) too. Accumulation is float32 whatever the inputs.
+"""
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from tfmr_jax.ops.attention import MASKED_LOGIT, check_attention_args
+from tfmr_jax.ops.guards import check_positive
+
+# Default block lengths, chosen by experiments/bench_attention.py on CPU (see README).
+DEFAULT_Q_BLOCK = 512
+DEFAULT_KV_BLOCK = 256
+
+# Block kinds: never visited, visited without a mask, visited with a mask.
+_SKIP, _FULL, _PARTIAL = 0, 1, 2
+
+# lse of a query row with no visible key: exp(s - lse) underflows to 0 for every s.
+_EMPTY_ROW_LSE = -MASKED_LOGIT
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+  """Static tiling of a [T, S] attention problem into I x J blocks of Q x C."""
+
+  T: int
+  S: int
+  Q: int
+  C: int
+  is_causal: bool
+
+  @property
+  def I(self) -> int:  # noqa: E743
+    return -(-self.T // self.Q)
+
+  @property
+  def J(self) -> int:
+    return -(-self.S // self.C)
+
+  @property
+  def keys_padded(self) -> bool:
+    return self.J * self.C != self.S
+
+
+def _block_length(length: int, target: int) -> int:
+  """Split `length` into ceil(length / target) near-equal blocks, so padding stays small."""
+  count = -(-length // target)
+  return -(-length // count)
+
+
+def _static_kinds_IJ(plan: _Plan) -> np.ndarray:
+  """[I, J] block kinds from the causal rule and the key padding alone."""
+  i_I1 = np.arange(plan.I)[:, None]
+  j_1J = np.arange(plan.J)[None, :]
+  first_key = j_1J * plan.C
+  last_key = np.minimum((j_1J + 1) * plan.C, plan.S) - 1
+  kinds = np.full((plan.I, plan.J), _FULL, np.int32)
+  if plan.keys_padded:
+    kinds[:, -1] = _PARTIAL
+  if plan.is_causal:
+    offset = plan.S - plan.T  # query t sees key s <= t + offset
+    first_query = i_I1 * plan.Q
+    last_query = np.minimum((i_I1 + 1) * plan.Q, plan.T) - 1
+    all_open = last_key <= first_query + offset
+    any_open = first_key <= last_query + offset
+    kinds = np.where(all_open, kinds, _PARTIAL)
+    kinds = np.where(any_open, kinds, _SKIP)
+  return kinds
+
+
+def _mask_kinds_IJ(mask_bKGts, plan: _Plan):
+  """[I, J] block kinds of a (padded) bool mask: skip where no entry is True anywhere."""
+  b, k, g, t, s = mask_bKGts.shape
+  I, Q = (plan.I, plan.Q) if t > 1 else (1, 1)
+  J, C = (plan.J, plan.C) if s > 1 else (1, 1)
+  mask_bkgIQJC = mask_bKGts.reshape(b, k, g, I, Q, J, C)
+  any_IJ = jnp.any(mask_bkgIQJC, axis=(0, 1, 2, 4, 6))
+  all_IJ = jnp.all(mask_bkgIQJC, axis=(0, 1, 2, 4, 6))
+  kinds_IJ = jnp.where(all_IJ, _FULL, jnp.where(any_IJ, _PARTIAL, _SKIP))
+  return jnp.broadcast_to(kinds_IJ, (plan.I, plan.J)).astype(jnp.int32)
+
+
+def _block_kinds_IJ(plan: _Plan, mask_bKGts):
+  """[I, J] kinds combining the static structure with the mask's, and the visited range.
+
+  Returns (kinds_IJ, start_I, stop_I): query block i visits key blocks [start, stop).
+  """
+  kinds = _static_kinds_IJ(plan)
+  if mask_bKGts is not None:
+    from_mask = _mask_kinds_IJ(mask_bKGts, plan)
+    kinds = jnp.where(
+      (kinds == _SKIP) | (from_mask == _SKIP),
+      _SKIP,
+      jnp.where((kinds == _FULL) & (from_mask == _FULL), _FULL, _PARTIAL),
+    )
+  xp = np if isinstance(kinds, np.ndarray) else jnp
+  visited_IJ = kinds != _SKIP
+  j_J = xp.arange(plan.J)
+  start_I = xp.min(xp.where(visited_IJ, j_J, plan.J), axis=1)
+  stop_I = xp.max(xp.where(visited_IJ, j_J + 1, 0), axis=1)
+  start_I = xp.minimum(start_I, stop_I)
+  return xp.asarray(kinds, np.int32), xp.asarray(start_I, np.int32), xp.asarray(stop_I, np.int32)
+
+
+def _grouped(x_bnts, K: int, G: int):
+  """Rank-4 [b, n, t, s] (n = 1 or N) -> [b, K|1, G|1, t, s], query head n = k * G + g."""
+  b, n, t, s = x_bnts.shape
+  return x_bnts.reshape(b, K if n > 1 else 1, G if n > 1 else 1, t, s)
+
+
+def _block(x, i, j, plan: _Plan, *, t_axis: int, s_axis: int):
+  """Block (i, j) of x along its query and key axes; axes of size 1 stay (they broadcast)."""
+  size = list(x.shape)
+  if x.shape[t_axis] > 1:
+    size[t_axis] = plan.Q
+  if x.shape[s_axis] > 1:
+    size[s_axis] = plan.C
+  return lax.dynamic_slice(x, _block_start(x, i, j, plan, t_axis=t_axis, s_axis=s_axis), size)
+
+
+def _open_block(i, j, plan: _Plan, mask, *, transposed: bool):
+  """bool, broadcastable to [B, K, G, Q, C] (or [B, K, C, G, Q] when transposed).
+
+  True where query i * Q + q may attend key j * C + c: inside the keys, causal if
+  the plan says so, and allowed by `mask` ([b, K, G, t, s], or [b, K, s, G, t]).
+  """
+  query_1Q = i * plan.Q + lax.broadcasted_iota(jnp.int32, (1, plan.Q), 1)
+  key_C1 = j * plan.C + lax.broadcasted_iota(jnp.int32, (plan.C, 1), 0)
+  open_CQ = jnp.ones((1, 1), jnp.bool_)
+  if plan.keys_padded:
+    open_CQ = open_CQ & (key_C1 < plan.S)
+  if plan.is_causal:
+    open_CQ = open_CQ & (key_C1 <= query_1Q + (plan.S - plan.T))
+  c, q = open_CQ.shape
+  if transposed:
+    open_ = open_CQ.reshape(1, 1, c, 1, q)
+  else:
+    open_ = open_CQ.T.reshape(1, 1, 1, q, c)
+  if mask is not None:
+    axes = dict(t_axis=4, s_axis=2) if transposed else dict(t_axis=3, s_axis=4)
+    open_ = open_ & _block(mask, i, j, plan, **axes)
+  return open_
+
+
+def _dot(a, b, contract_a: tuple[int, ...], contract_b: tuple[int, ...]):
+  """float32 batched matmul over the leading [B, K] axes.
+
+  Callers lay operands out as XLA's CPU dot wants them, [.., M, contract] times
+  [.., contract, N], so no [Q, C]-sized operand is ever transposed.
+  """
+  return lax.dot_general(
+    a, b, ((contract_a, contract_b), ((0, 1), (0, 1))), preferred_element_type=jnp.float32
+  )
+
+
+def _forward(plan: _Plan, q_IBKGQH, k_JBKCH, v_JBKCH, scale, mask_bKGts, bias_bKGts):
+  """Online-softmax forward. Returns (out_IBKGQH float32, lse_IBKGQ float32)."""
+  _, B, K, G, Q, H = q_IBKGQH.shape
+  kinds_IJ, start_I, stop_I = _block_kinds_IJ(plan, mask_bKGts)
+  kT_JBKHC = jnp.swapaxes(k_JBKCH, -1, -2)
+
+  def visit(i, j, q_BKGQH, carry, *, masked):
+    m_BKGQ, l_BKGQ, acc_BKGQH = carry
+    s_BKGQC = _dot(q_BKGQH, kT_JBKHC[j], (4,), (2,)) * scale
+    if bias_bKGts is not None:
+      s_BKGQC = s_BKGQC + _block(bias_bKGts, i, j, plan, t_axis=3, s_axis=4)
+    if masked:
+      open_BKGQC = _open_block(i, j, plan, mask_bKGts, transposed=False)
+      s_BKGQC = jnp.where(open_BKGQC, s_BKGQC, MASKED_LOGIT)
+    m_new_BKGQ = jnp.maximum(m_BKGQ, jnp.max(s_BKGQC, axis=-1))
+    p_BKGQC = jnp.exp(s_BKGQC - m_new_BKGQ[..., None])
+    if masked:  # a row with no open key so far has m' = MASKED_LOGIT and exp(0) = 1 there
+      p_BKGQC = jnp.where(open_BKGQC, p_BKGQC, 0.0)
+    alpha_BKGQ = jnp.exp(m_BKGQ - m_new_BKGQ)
+    l_BKGQ = l_BKGQ * alpha_BKGQ + jnp.sum(p_BKGQC, axis=-1)
+    v_BKCH = v_JBKCH[j]
+    pv_BKGQH = _dot(p_BKGQC.astype(v_BKCH.dtype), v_BKCH, (4,), (2,))
+    return m_new_BKGQ, l_BKGQ, acc_BKGQH * alpha_BKGQ[..., None] + pv_BKGQH
+
+  def query_block(i, q_BKGQH):
+    init = (
+      jnp.full((B, K, G, Q), MASKED_LOGIT, jnp.float32),
+      jnp.zeros((B, K, G, Q), jnp.float32),
+      jnp.zeros((B, K, G, Q, H), jnp.float32),
+    )
+    m_BKGQ, l_BKGQ, acc_BKGQH = _sweep(
+      kinds_IJ,
+      start_I,
+      stop_I,
+      i,
+      init,
+      full=lambda j, c: visit(i, j, q_BKGQH, c, masked=False),
+      partial=lambda j, c: visit(i, j, q_BKGQH, c, masked=True),
+    )
+    seen_BKGQ = l_BKGQ > 0.0
+    l_BKGQ = jnp.where(seen_BKGQ, l_BKGQ, 1.0)
+    out_BKGQH = acc_BKGQH / l_BKGQ[..., None]
+    lse_BKGQ = jnp.where(seen_BKGQ, m_BKGQ + jnp.log(l_BKGQ), _EMPTY_ROW_LSE)
+    return out_BKGQH, lse_BKGQ
+
+  return lax.map(lambda args: query_block(*args), (jnp.arange(plan.I), q_IBKGQH))
+
+
+def _sweep(kinds_IJ, start_I, stop_I, i, carry, *, full, partial):
+  """Fold query block i's visited key blocks j into carry with full(j, c) or partial(j, c).
+
+  When the kinds are static and each row reads SKIP* FULL* PARTIAL* SKIP* (causal,
+  padded keys), two plain loops run with no per-block branch; otherwise a lax.switch
+  on the block's kind picks the body.
+  """
+  if isinstance(kinds_IJ, np.ndarray):
+    full_stop_I = start_I + np.sum(kinds_IJ == _FULL, axis=1, dtype=np.int32)
+    j_J = np.arange(kinds_IJ.shape[1])
+    expected = np.where(j_J < full_stop_I[:, None], _FULL, _PARTIAL)
+    expected = np.where((j_J < start_I[:, None]) | (j_J >= stop_I[:, None]), _SKIP, expected)
+    if np.array_equal(expected, kinds_IJ):
+      start, full_stop, stop = (jnp.asarray(x)[i] for x in (start_I, full_stop_I, stop_I))
+      carry = lax.fori_loop(start, full_stop, full, carry)
+      return lax.fori_loop(full_stop, stop, partial, carry)
+  kinds_IJ = jnp.asarray(kinds_IJ)
+
+  def body(j, c):
+    branches = [lambda c: c, lambda c: full(j, c), lambda c: partial(j, c)]
+    return lax.switch(kinds_IJ[i, j], branches, c)
+
+  return lax.fori_loop(jnp.asarray(start_I)[i], jnp.asarray(stop_I)[i], body, carry)
+
+
+def _backward(plan: _Plan, res, dout_IBKGQH):
+  """Hand-written backward: recompute p from lse, accumulate dQ, dK, dV, dscale, dbias.
+
+  Blocks are laid out transposed, [B, K, C, G, Q], so that every matmul reads its
+  [C, Q]-sized operand in place: dV = p^T dO, dK = dS^T Q and dQ^T = K^T dS^T.
+  """
+  q_IBKGQH, k_JBKCH, v_JBKCH, scale, mask_bKGts, bias_bKGts, out_IBKGQH, lse_IBKGQ = res
+  _, B, K, G, Q, H = q_IBKGQH.shape
+  kinds_IJ, start_I, stop_I = _block_kinds_IJ(plan, mask_bKGts)
+  kT_JBKHC = jnp.swapaxes(k_JBKCH, -1, -2)
+  qT_IBKHGQ = q_IBKGQH.transpose(0, 1, 2, 5, 3, 4)
+  doutT_IBKHGQ = dout_IBKGQH.transpose(0, 1, 2, 5, 3, 4)
+  mask_bKsGt = None if mask_bKGts is None else mask_bKGts.transpose(0, 1, 4, 2, 3)
+  bias_bKsGt = None if bias_bKGts is None else bias_bKGts.transpose(0, 1, 4, 2, 3)
+  # rowsum(dO * O): the softmax Jacobian's diagonal term, one number per query.
+  delta_IBKGQ = jnp.sum(dout_IBKGQH.astype(jnp.float32) * out_IBKGQH, axis=-1)
+
+  def visit(i, j, row, carry, *, masked):
+    q_BKGQH, qT_BKHGQ, dout_BKGQH, doutT_BKHGQ, lse_BKGQ, delta_BKGQ = row
+    dqT_BKHGQ, dk_JBKCH, dv_JBKCH, dbias_bKsGt = carry
+    k_BKCH, v_BKCH = k_JBKCH[j], v_JBKCH[j]
+    sT_BKCGQ = _dot(k_BKCH, qT_BKHGQ, (3,), (2,)) * scale
+    if bias_bKsGt is not None:
+      sT_BKCGQ = sT_BKCGQ + _block(bias_bKsGt, i, j, plan, t_axis=4, s_axis=2)
+    if masked:
+      open_BKCGQ = _open_block(i, j, plan, mask_bKsGt, transposed=True)
+      sT_BKCGQ = jnp.where(open_BKCGQ, sT_BKCGQ, MASKED_LOGIT)
+    pT_BKCGQ = jnp.exp(sT_BKCGQ - lse_BKGQ[:, :, None])  # closed entries underflow to 0
+    dv_BKCH = _dot(pT_BKCGQ.astype(dout_BKGQH.dtype), dout_BKGQH, (3, 4), (2, 3))
+    dpT_BKCGQ = _dot(v_BKCH, doutT_BKHGQ, (3,), (2,))
+    dsT_BKCGQ = pT_BKCGQ * (dpT_BKCGQ - delta_BKGQ[:, :, None])
+    dqT_BKHGQ = dqT_BKHGQ + _dot(kT_JBKHC[j], dsT_BKCGQ.astype(k_BKCH.dtype), (3,), (2,))
+    dk_BKCH = _dot(dsT_BKCGQ.astype(q_BKGQH.dtype), q_BKGQH, (3, 4), (2, 3))
+    dk_JBKCH = lax.dynamic_update_index_in_dim(dk_JBKCH, dk_JBKCH[j] + dk_BKCH, j, 0)
+    dv_JBKCH = lax.dynamic_update_index_in_dim(dv_JBKCH, dv_JBKCH[j] + dv_BKCH, j, 0)
+    if bias_bKsGt is not None:
+      dbias_bKsGt = _add_block(dbias_bKsGt, dsT_BKCGQ, i, j, plan)
+    return dqT_BKHGQ, dk_JBKCH, dv_JBKCH, dbias_bKsGt
+
+  def query_block(carry, xs):
+    i, row = xs[0], xs[1:]
+    dk_JBKCH, dv_JBKCH, dbias_bKsGt = carry
+    init = (jnp.zeros((B, K, H, G, Q), jnp.float32), dk_JBKCH, dv_JBKCH, dbias_bKsGt)
+    dqT_BKHGQ, dk_JBKCH, dv_JBKCH, dbias_bKsGt = _sweep(
+      kinds_IJ,
+      start_I,
+      stop_I,
+      i,
+      init,
+      full=lambda j, c: visit(i, j, row, c, masked=False),
+      partial=lambda j, c: visit(i, j, row, c, masked=True),
+    )
+    return (dk_JBKCH, dv_JBKCH, dbias_bKsGt), dqT_BKHGQ
+
+  zeros_JBKCH = jnp.zeros(k_JBKCH.shape, jnp.float32)
+  dbias0 = None if bias_bKsGt is None else jnp.zeros(bias_bKsGt.shape, jnp.float32)
+  xs = (jnp.arange(plan.I), q_IBKGQH, qT_IBKHGQ, dout_IBKGQH, doutT_IBKHGQ, lse_IBKGQ, delta_IBKGQ)
+  (dk_JBKCH, dv_JBKCH, dbias_bKsGt), dqT_IBKHGQ = lax.scan(
+    query_block, (zeros_JBKCH, zeros_JBKCH, dbias0), xs
+  )
+  # s = scale * q.k, so dL/dscale = sum(dS * q.k) = sum(q * (dS k)).
+  dscale = jnp.sum(dqT_IBKHGQ * qT_IBKHGQ.astype(jnp.float32))
+  dq_IBKGQH = dqT_IBKHGQ.transpose(0, 1, 2, 4, 5, 3)
+  dbias_bKGts = None
+  if bias_bKGts is not None:
+    dbias_bKGts = dbias_bKsGt.transpose(0, 1, 3, 4, 2).astype(bias_bKGts.dtype)
+  return (
+    (dq_IBKGQH * scale).astype(q_IBKGQH.dtype),
+    (dk_JBKCH * scale).astype(k_JBKCH.dtype),
+    dv_JBKCH.astype(v_JBKCH.dtype),
+    dscale.astype(scale.dtype),
+    None,
+    dbias_bKGts,
+  )
+
+
+def _add_block(acc_bKsGt, dsT_BKCGQ, i, j, plan: _Plan):
+  """acc[block (i, j)] += dS^T, summed over the axes where acc broadcasts (size 1)."""
+  axes = tuple(a for a, size in enumerate(acc_bKsGt.shape) if size == 1)
+  ds = jnp.sum(dsT_BKCGQ, axis=axes, keepdims=True)
+  return lax.dynamic_update_slice(
+    acc_bKsGt,
+    _block(acc_bKsGt, i, j, plan, t_axis=4, s_axis=2) + ds,
+    _block_start(acc_bKsGt, i, j, plan, t_axis=4, s_axis=2),
+  )
+
+
+def _block_start(x, i, j, plan: _Plan, *, t_axis: int, s_axis: int):
+  """Start indices of block (i, j) in x, as `_block` slices it."""
+  start = [0] * x.ndim
+  if x.shape[t_axis] > 1:
+    start[t_axis] = i * plan.Q
+  if x.shape[s_axis] > 1:
+    start[s_axis] = j * plan.C
+  return start
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _tiled_core(plan, q_IBKGQH, k_JBKCH, v_JBKCH, scale, mask_bKGts, bias_bKGts):
+  return _forward(plan, q_IBKGQH, k_JBKCH, v_JBKCH, scale, mask_bKGts, bias_bKGts)[0]
+
+
+def _tiled_core_fwd(plan, q_IBKGQH, k_JBKCH, v_JBKCH, scale, mask_bKGts, bias_bKGts):
+  out_IBKGQH, lse_IBKGQ = _forward(plan, q_IBKGQH, k_JBKCH, v_JBKCH, scale, mask_bKGts, bias_bKGts)
+  res = (q_IBKGQH, k_JBKCH, v_JBKCH, scale, mask_bKGts, bias_bKGts, out_IBKGQH, lse_IBKGQ)
+  return out_IBKGQH, res
+
+
+_tiled_core.defvjp(_tiled_core_fwd, _backward)
+
+
+def _pad_axis(x, axis: int, length: int, value):
+  """Pad axis `axis` of x at the end up to `length` with `value` (no-op if already there)."""
+  extra = length - x.shape[axis]
+  if extra == 0:
+    return x
+  widths = [(0, 0)] * x.ndim
+  widths[axis] = (0, extra)
+  return jnp.pad(x, widths, constant_values=value)
+
+
+def _as_bnts(x, plan: _Plan, *, pad_queries, pad_keys):
+  """A broadcastable [.., N, T, S] array as rank 4 with its T and S axes padded to blocks."""
+  x = jnp.asarray(x)
+  x = x.reshape((1,) * (4 - x.ndim) + x.shape)
+  if x.shape[2] > 1:
+    x = _pad_axis(x, 2, plan.I * plan.Q, pad_queries)
+  if x.shape[3] > 1:
+    x = _pad_axis(x, 3, plan.J * plan.C, pad_keys)
+  return x
+
+
+def tiled_attention(
+  q_BTNH,
+  k_BSKH,
+  v_BSKH,
+  *,
+  mask=None,
+  bias=None,
+  scale=None,
+  is_causal: bool = False,
+  q_block: int | None = None,
+  kv_block: int | None = None,
+):
+  """softmax(q k^T * scale + bias) v, tiled. Returns [B, T, N, H] in q's dtype.
+
+  Same arguments, masks and fully-masked-row rule as `tfmr_jax.ops.attention`, plus:
+    is_causal: apply the causal rule (query t sees key s <= t + S - T) from its
+      structure: no [T, S] mask is built, blocks above the diagonal are skipped.
+      Combines (AND) with `mask` if both are given.
+    q_block, kv_block: block lengths (default DEFAULT_Q_BLOCK, DEFAULT_KV_BLOCK);
+      they need not divide T or S.
+
+  Memory is O(B N T H) plus whatever `mask` and `bias` occupy; gradients (including
+  with respect to `bias` and `scale`) come from a hand-written backward.
+  """
+  B, T, S, N, K, H = check_attention_args(q_BTNH, k_BSKH, v_BSKH, mask, bias)
+  for name, value in (("q_block", q_block), ("kv_block", kv_block)):
+    if value is not None:
+      check_positive(name, value)
+  if is_causal and S < T:
+    raise ValueError(f"is_causal needs S >= T (queries are the last T of S keys), got T={T}, S={S}")
+  G = N // K
+  plan = _Plan(
+    T=T,
+    S=S,
+    is_causal=bool(is_causal),
+    Q=_block_length(T, q_block or DEFAULT_Q_BLOCK),
+    C=_block_length(S, kv_block or DEFAULT_KV_BLOCK),
+  )
+  scale = jnp.asarray(H**-0.5 if scale is None else scale, jnp.float32)
+  q_IQBKGH = _pad_axis(q_BTNH, 1, plan.I * plan.Q, 0).reshape(B, plan.I, plan.Q, K, G, H)
+  q_IBKGQH = q_IQBKGH.transpose(1, 0, 3, 4, 2, 5)
+  k_JBKCH, v_JBKCH = (
+    _pad_axis(x, 1, plan.J * plan.C, 0).reshape(B, plan.J, plan.C, K, H).transpose(1, 0, 3, 2, 4)
+    for x in (k_BSKH, v_BSKH)
+  )
+  mask_bKGts = bias_bKGts = None
+  if mask is not None:
+    mask_bKGts = _grouped(_as_bnts(mask, plan, pad_queries=True, pad_keys=False), K, G)
+  if bias is not None:
+    bias_f32 = jnp.asarray(bias, jnp.float32)
+    bias_bKGts = _grouped(_as_bnts(bias_f32, plan, pad_queries=0.0, pad_keys=0.0), K, G)
+  out_IBKGQH = _tiled_core(plan, q_IBKGQH, k_JBKCH, v_JBKCH, scale, mask_bKGts, bias_bKGts)
+  out_BTNH = out_IBKGQH.transpose(1, 0, 4, 2, 3, 5).reshape(B, plan.I * plan.Q, N, H)[:, :T]
+  return out_BTNH.astype(q_BTNH.dtype)
+
+
+__all__ = ["DEFAULT_KV_BLOCK", "DEFAULT_Q_BLOCK", "tiled_attention"]
