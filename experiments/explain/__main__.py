@@ -1,0 +1,5 @@
+"""`python -m experiments.explain`: see driver.py."""
+
+from experiments.explain.driver import main
+
+main()
