@@ -22,6 +22,7 @@ import json
 import os
 import signal
 import sys
+import warnings
 
 from absl import flags
 from ml_collections import config_flags
@@ -87,7 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     ]
     config_lib.check_override_sections(overrides)
     fv = _flags(full_argv)
-    rest = fv(full_argv)
+    with warnings.catch_warnings():  # ml_collections loads config files with load_module()
+      warnings.filterwarnings("ignore", "the load_module", DeprecationWarning)
+      rest = fv(full_argv)
   except (flags.Error, config_lib.ConfigError) as e:
     return _fail(command, e)
   except (AttributeError, KeyError, ValueError) as e:  # config_flags on an unknown or bad path

@@ -8,15 +8,37 @@ count through `jax.jit`; inside, `nnx.merge` rebuilds the model for the loss.
 Dimension key: B batch, T length, V vocabulary.
 """
 
+import functools
 from typing import NamedTuple
 
-import chex
 import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
 
 from tfmr_jax.tasks import cross_entropy_BT, metric_sums
+
+
+def traced_once(fn):
+  """`fn`, raising AssertionError when JAX traces it a second time (a silent recompile).
+
+  Unlike `chex.assert_max_traces`, which counts by source code and call stack across
+  the whole process, this counts per wrapped function, so a notebook can train twice.
+  """
+  traces = 0
+
+  @functools.wraps(fn)
+  def wrapped(*args, **kwargs):
+    nonlocal traces
+    traces += 1
+    if traces > 1:
+      raise AssertionError(
+        f"{fn.__name__} is being traced a second time: a batch changed shape or dtype, "
+        "which would recompile the step"
+      )
+    return fn(*args, **kwargs)
+
+  return wrapped
 
 
 class TrainState(NamedTuple):
@@ -59,7 +81,7 @@ def make_train_step(
   `metric_sums` of the batch.
   """
 
-  @chex.assert_max_traces(n=1)
+  @traced_once
   def train_step(state: TrainState, batch: dict):
     def objective(params, rest):
       model = nnx.merge(graphdef, params, rest, copy=True)  # fresh Variables in this trace
@@ -80,7 +102,7 @@ def make_train_step(
 def make_eval_step(graphdef, *, data_format: str):
   """jitted (params, rest, batch) -> `metric_sums` of the batch, dropout off."""
 
-  @chex.assert_max_traces(n=1)
+  @traced_once
   def eval_step(params, rest, batch: dict):
     model = nnx.merge(graphdef, params, rest)
     return metric_sums(forward(model, batch, data_format), batch["targets"], batch["weights"])

@@ -1,0 +1,219 @@
+"""Every training path reaches a real result; runs reload, resume exactly, and fail loudly."""
+
+import json
+import os
+import re
+import struct
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from tests.train.quick import grammar_text, quick_config, unigram_entropy
+from tfmr_jax import config as C
+from tfmr_jax.train import NonFiniteLossError, evaluate, load_run, read_metrics, sample, train
+from tfmr_jax.train import loop as loop_lib
+from tfmr_jax.train.checkpoint import Checkpointer
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _char_lm_config(tmp_path, **sections):
+  text = grammar_text()
+  path = tmp_path / "corpus.txt"
+  path.write_text(text)
+  task = {"corpus_path": str(path), "corpus_url": "", **sections.pop("task", {})}
+  return quick_config("char_lm", task=task, **sections), text
+
+
+@pytest.fixture(scope="module")
+def reverse_run(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("reverse"))
+  config = quick_config("reverse", train={"tensorboard": True})
+  return workdir, train(config, workdir)
+
+
+@pytest.fixture(scope="module")
+def char_lm_run(tmp_path_factory):
+  tmp = tmp_path_factory.mktemp("char_lm")
+  config, text = _char_lm_config(tmp)
+  workdir = str(tmp / "run")
+  return workdir, train(config, workdir), text
+
+
+def test_reverse_reaches_100_percent_on_held_out_sequences(reverse_run):
+  workdir, final = reverse_run
+  assert final["step"] == 300 and final["split"] == "test"
+  assert final["exact_match"] == 1.0 and final["token_accuracy"] == 1.0
+  train_steps = [r["step"] for r in read_metrics(workdir, "train")]
+  assert train_steps == list(range(25, 301, 25))
+  assert read_metrics(workdir, "test")[-1]["exact_match"] == 1.0
+  assert (
+    C.load(workdir).to_dict()
+    == C.validate(quick_config("reverse", train={"tensorboard": True})).to_dict()
+  )
+
+
+@pytest.mark.parametrize("task,threshold", [("copy", 0.99), ("sort", 1.0), ("addition", 0.85)])
+def test_decoding_tasks_reach_their_threshold_with_greedy_decoding(task, threshold, tmp_path):
+  final = train(quick_config(task), str(tmp_path))
+  assert final["greedy_exact_match"] >= threshold
+  # Teacher-forced argmax all right <=> greedy decoding reproduces the answer.
+  assert final["greedy_exact_match"] == final["exact_match"]
+
+
+def test_char_lm_learns_far_beyond_character_frequencies(char_lm_run):
+  workdir, final, text = char_lm_run
+  held_out = text[int(len(text) * 0.8) :]
+  assert final["split"] == "val"
+  assert final["loss"] < unigram_entropy(held_out) / 4
+  assert final["perplexity"] == pytest.approx(np.exp(final["loss"]))
+
+
+def test_evaluate_reloads_the_latest_checkpoint(reverse_run):
+  workdir, final = reverse_run
+  again = evaluate(workdir)
+  assert again["step"] == 300 and again["exact_match"] == final["exact_match"]
+  assert again["loss"] == pytest.approx(final["loss"], rel=1e-6)
+
+
+def test_sample_reverses_an_input(reverse_run):
+  assert sample(reverse_run[0], "1 2 3 4 5 6 7 0") == "0 7 6 5 4 3 2 1"
+
+
+def test_sample_continues_a_prompt_past_the_context_window(char_lm_run):
+  workdir, _, _ = char_lm_run
+  text = sample(workdir, "the cat ", max_new_tokens=50, temperature=0.0)  # block_size is 16
+  assert len(text) == 58 and text.startswith("the cat ")
+  sentence = r"(the cat|a dog|my bird) (sees|eats) (fish|corn)\. "
+  assert re.match(rf"({sentence}){{2}}", text), text
+
+
+def _tensorboard_scalars(workdir):
+  """{(tag, step): value} from the TFRecord event files, parsed by hand."""
+  from tensorboardX.proto import event_pb2
+
+  scalars = {}
+  folder = os.path.join(workdir, "tensorboard")
+  for name in os.listdir(folder):
+    with open(os.path.join(folder, name), "rb") as f:
+      data = f.read()
+    at = 0
+    while at < len(data):
+      (length,) = struct.unpack("<Q", data[at : at + 8])
+      event = event_pb2.Event.FromString(data[at + 12 : at + 12 + length])
+      at += 12 + length + 4
+      for value in event.summary.value:
+        scalars[(value.tag, event.step)] = value.simple_value
+  return scalars
+
+
+def test_tensorboard_events_hold_the_same_numbers_as_metrics_jsonl(reverse_run):
+  workdir, _ = reverse_run
+  scalars = _tensorboard_scalars(workdir)
+  for record in read_metrics(workdir):
+    for name, value in record.items():
+      if name not in ("step", "split"):
+        assert scalars[(f"{record['split']}/{name}", record["step"])] == pytest.approx(value)
+
+
+def _state_arrays(workdir):
+  """Every array of the run's latest TrainState (PRNG keys as their key data)."""
+
+  def raw(x):
+    return jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x
+
+  return [np.asarray(raw(x)) for x in jax.tree.leaves(load_run(workdir).state)]
+
+
+def test_resume_is_bitwise_the_same_run(tmp_path):
+  """Dropout on, so the resumed run must also restore the RNG streams to match."""
+  config = quick_config(
+    "reverse",
+    model={"dropout": 0.1},
+    optim={"warmup_steps": 3},
+    train={"num_steps": 12, "log_every": 1, "checkpoint_every": 100},
+  )
+  whole, parts = str(tmp_path / "whole"), str(tmp_path / "parts")
+  train(config, whole)
+  stopped = train(config, parts, stop_at_step=5)
+  assert stopped["stopped"] == "stop_at_step" and stopped["step"] == 5
+  with open(os.path.join(parts, "metrics.jsonl"), "a") as f:  # as if it died after step 5
+    f.write(json.dumps({"step": 6, "split": "train", "loss": 9.0}) + "\n")
+  train(config, parts)
+  losses_whole = [r["loss"] for r in read_metrics(whole, "train")]
+  losses_parts = [r["loss"] for r in read_metrics(parts, "train")]
+  assert len(losses_whole) == 12 and losses_parts == losses_whole
+  for a, b in zip(_state_arrays(whole), _state_arrays(parts), strict=True):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_non_finite_loss_names_the_step_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+  make_task = loop_lib.make_task
+
+  def poisoned(**fields):
+    task = make_task(**fields)
+    clean = task.train_batch
+
+    def train_batch(seed, step, batch_size):
+      batch = clean(seed, step, batch_size)
+      if step == 6:  # the 7th update
+        batch["weights"] = batch["weights"] * np.float32("nan")
+      return batch
+
+    task.train_batch = train_batch
+    return task
+
+  monkeypatch.setattr(loop_lib, "make_task", poisoned)
+  config = quick_config(
+    "reverse", optim={"warmup_steps": 3}, train={"num_steps": 20, "checkpoint_every": 5}
+  )
+  with pytest.raises(NonFiniteLossError, match=r"training loss is nan at step 7.*\(step 5\)"):
+    train(config, str(tmp_path))
+  checkpoints = Checkpointer(str(tmp_path / "checkpoints"), keep=2)
+  assert checkpoints.latest_step() == 5
+  checkpoints.close()
+
+
+def test_resuming_with_another_model_is_refused(reverse_run):
+  workdir, _ = reverse_run
+  other = quick_config("reverse", model={"d_model": 64})
+  with pytest.raises(C.ConfigError, match=r"model\.d_model: 32 -> 64\); use a new workdir"):
+    train(other, workdir)
+
+
+EIGHT_DEVICES = """
+import json, sys
+sys.path.insert(0, {repo!r})
+import jax
+from tests.train.quick import quick_config
+from tfmr_jax.train import read_metrics, train
+config = quick_config("reverse", optim={{"warmup_steps": 3}}, train={train!r})
+final = train(config, {workdir!r})
+print(json.dumps({{"devices": jax.device_count(), "final_loss": final["loss"],
+                  "losses": [r["loss"] for r in read_metrics({workdir!r}, "train")]}}))
+"""
+
+
+def test_eight_devices_give_the_losses_of_one(tmp_path):
+  fields = {"num_steps": 8, "log_every": 1, "batch_size": 64, "eval_batch_size": 200}
+  one = train(
+    quick_config("reverse", optim={"warmup_steps": 3}, train=fields), str(tmp_path / "one")
+  )
+  losses_one = [r["loss"] for r in read_metrics(str(tmp_path / "one"), "train")]
+  script = EIGHT_DEVICES.format(repo=REPO, train=fields, workdir=str(tmp_path / "eight"))
+  env = {
+    **os.environ,
+    "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+    "JAX_PLATFORMS": "cpu",
+  }
+  out = subprocess.run(
+    [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
+  )
+  assert out.returncode == 0, out.stderr[-3000:]
+  eight = json.loads(out.stdout.strip().splitlines()[-1])
+  assert eight["devices"] == 8
+  np.testing.assert_allclose(eight["losses"], losses_one, rtol=0, atol=1e-5)
+  assert abs(eight["final_loss"] - one["loss"]) <= 1e-5
