@@ -114,6 +114,11 @@ BAD_CONFIGS = [
     _with("char_lm", task={"corpus_sha256": ""}),
     "config.task.corpus_sha256 = '': required with config.task.corpus_url",
   ),
+  (
+    _with(model={"attention_implementation": "flash"}),
+    "config.model.attention_implementation = 'flash': unknown attention implementation; must be "
+    "one of 'reference', 'tiled', 'xla', 'cudnn' or None",
+  ),
   ({"model": {}}, "config.task.name is required"),
 ]
 

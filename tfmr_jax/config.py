@@ -24,6 +24,7 @@ from typing import Any
 import ml_collections
 from ml_collections import config_dict
 
+from tfmr_jax.ops.implementations import IMPLEMENTATIONS
 from tfmr_jax.tasks import FORMATS, TINY_SHAKESPEARE_SHA256, TINY_SHAKESPEARE_URL, max_test_size
 
 MODEL_KIND_FOR_FORMAT = {"tagging": "encoder", "seq2seq": "encoder_decoder", "lm": "gpt"}
@@ -50,7 +51,7 @@ class Rule:
 
   def describe(self) -> str:
     if self.choices:
-      return f"one of {', '.join(map(repr, self.choices))}"
+      return f"one of {', '.join(map(repr, self.choices))}" + (" or None" if self.optional else "")
     kind = {int: "an int", float: "a number", str: "a string", bool: "a bool"}[self.type]
     if self.type is int and self.low == 1 and self.high is None:
       kind = "a positive int"
@@ -123,7 +124,11 @@ SECTION_FIELDS: dict[str, dict[str, tuple[Any, Rule]]] = {
     "positions": ("sinusoidal", _choice("sinusoidal", "learned", "none", what="position encoding")),
     "activation": ("relu", _choice("relu", "gelu", what="activation")),
     "share_embeddings": (False, Rule(bool)),  # encoder_decoder: one table for src and tgt
-    "attention_implementation": (None, Rule(str, optional=True)),  # None = tj.attention's default
+    # None = tj.attention's own choice for the backend and shapes.
+    "attention_implementation": (
+      None,
+      _choice(*IMPLEMENTATIONS, what="attention implementation", optional=True),
+    ),
   },
   "optim": {
     "name": ("adamw", _choice("adamw", "adam", what="optimizer")),
