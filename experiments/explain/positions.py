@@ -48,8 +48,8 @@ def measure_equivariance(*, vocab: int = 11, T: int = 13, B: int = 5, seed: int 
       positions=kind,
       rngs=nnx.Rngs(seed),
     )
-    logits_BTV = model(tokens_BT)
-    permuted_BTV = model(tokens_BT[:, perm_T])
+    both_BTV = model(jnp.concatenate([tokens_BT, tokens_BT[:, perm_T]]))  # one batch
+    logits_BTV, permuted_BTV = both_BTV[:B], both_BTV[B:]
     out[kind] = float(jnp.max(jnp.abs(permuted_BTV - logits_BTV[:, perm_T])))
     if kind == "none":
       out["output_scale"] = float(jnp.mean(jnp.abs(logits_BTV)))

@@ -4,8 +4,6 @@ import importlib.util
 import os
 import shutil
 
-import chex
-
 from tfmr_jax import train as trainer
 
 CONFIGS = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "configs")
@@ -19,9 +17,6 @@ def quiet(config):
 
 def fresh_run(config, workdir: str) -> dict:
   """Train `config` from scratch in `workdir` (emptied first); the trainer's final metrics."""
-  # The step functions assert they are traced once per process (chex.assert_max_traces),
-  # counted by where they were defined; each new run is a new model, so reset the count.
-  chex.clear_trace_counter()
   shutil.rmtree(workdir, ignore_errors=True)
   os.makedirs(workdir)
   return trainer.train(quiet(config), workdir)

@@ -126,9 +126,10 @@ def explain(figure_dir: str, *, workdir: str, quick: bool = False) -> Finding:
     f"At initialisation post-LN's gradients grow from the input layer to the output "
     f"({post_g[0]:.2f} at layer 1, {post_g[-1]:.2f} at layer {DEEP['num_layers']}, x"
     f"{post_g[-1] / post_g[0]:.1f}), while pre-LN's shrink ({pre_g[0]:.2f} to {pre_g[-1]:.2f}, "
-    f"x{pre_g[-1] / pre_g[0]:.1f}): the pattern Xiong et al. (2020) derive, where post-LN's "
-    f"large gradients near the output make a full learning rate too large at the start, "
-    f"which warmup avoids. "
+    f"x{pre_g[-1] / pre_g[0]:.1f}). Post-LN's growth towards the output is what Xiong et al. "
+    f"(2020) derive: large gradients at the top make a full learning rate too large at the "
+    f"start, which warmup avoids (for pre-LN they predict level gradients; at this small "
+    f"depth ours fall off gently instead). "
     + (
       "At this size post-LN trains slower rather than diverging."
       if slower
