@@ -142,7 +142,7 @@ def test_broadcast_bias_gradient_keeps_its_shape(bias_shape):
   mask = tj.causal_mask(T, S)
 
   def grad_of(attn):
-    return jax.grad(lambda b: jnp.sum(jnp.sin(attn(q, k, v, mask=mask, bias=b))))(bias)
+    return jax.jit(jax.grad(lambda b: jnp.sum(jnp.sin(attn(q, k, v, mask=mask, bias=b)))))(bias)
 
   got = grad_of(lambda *a, **kw: tiled_attention(*a, **kw, q_block=4, kv_block=5))
   assert got.shape == bias_shape
@@ -201,7 +201,9 @@ def test_low_precision_inputs_as_accurate_as_the_reference(dtype):
   mask = tj.causal_mask(T, S)
   w = jnp.asarray(np.random.default_rng(9).normal(size=(B, T, N, H)), dtype)
   exact = np_attention(q.astype(jnp.float32), k.astype(jnp.float32), v.astype(jnp.float32), mask)
-  out = tiled_attention(q, k, v, is_causal=True, q_block=4, kv_block=5)
+  out = jax.jit(lambda q, k, v: tiled_attention(q, k, v, is_causal=True, q_block=4, kv_block=5))(
+    q, k, v
+  )
   ref = reference(q, k, v, mask=mask)
   assert out.dtype == dtype
   err_tiled = np.max(np.abs(np.asarray(out, np.float64) - exact))
@@ -210,7 +212,7 @@ def test_low_precision_inputs_as_accurate_as_the_reference(dtype):
 
   def grads(attn, *args):
     loss = lambda q, k, v: jnp.sum((attn(q, k, v) * w).astype(jnp.float32))  # noqa: E731
-    return jax.grad(loss, argnums=(0, 1, 2))(*args)
+    return jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(*args)
 
   f32 = tuple(x.astype(jnp.float32) for x in (q, k, v))
   exact_g = grads(lambda q, k, v: reference(q, k, v, mask=mask), *f32)

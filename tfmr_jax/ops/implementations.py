@@ -21,13 +21,14 @@ from tfmr_jax.ops.tiled_attention import tiled_attention
 
 IMPLEMENTATIONS = ("reference", "tiled", "xla", "cudnn")
 
-# CPU crossover, measured by experiments/bench_attention.py (see the README's
-# performance section): below this many float32 logits per call (B * N * T * S)
-# the reference path is at least as fast as the tiled one; from it on, tiled wins.
-CPU_TILED_MIN_LOGITS = 8 * 1024 * 1024
+# CPU crossover, measured by experiments/bench_attention.py --crossover (B=1, N=8, H=64;
+# README, performance section): from T * S = 64 * 64 on, the tiled path is the fastest
+# or within noise of it, forward and backward, causal or not, decoding (T = 1) included;
+# below it every implementation takes under 0.1 ms and none wins reliably.
+CPU_TILED_MIN_LOGITS = 64 * 64
 
-# Elsewhere (GPU, TPU; not measured here): XLA's fused attention while its [B, N, T, S]
-# float32 logits stay under this size, tiled beyond it so memory stays O(T).
+# Elsewhere (GPU, TPU; not measured here): XLA's attention while its [B, N, T, S]
+# float32 logits stay under this many elements (1 GiB), tiled beyond, so memory stays O(T).
 ACCELERATOR_TILED_MIN_LOGITS = 256 * 1024 * 1024
 
 _CUDNN_DTYPES = (jnp.bfloat16, jnp.float16)
@@ -51,17 +52,17 @@ def choose_implementation(
 ) -> str:
   """The implementation `implementation=None` runs for this shape on `backend`.
 
-  CPU: "reference" for short sequences, "tiled" from CPU_TILED_MIN_LOGITS logits on
-  (the crossover measured by experiments/bench_attention.py). GPU: "cudnn" where it
-  supports the problem. Otherwise "xla" while the logits are small, "tiled" beyond.
+  CPU: "tiled" from T * S = CPU_TILED_MIN_LOGITS on, "reference" below (the
+  crossover measured by experiments/bench_attention.py). GPU: "cudnn" where it takes
+  the problem. Otherwise (not measured here): "xla" while the [B, N, T, S] logits stay
+  under ACCELERATOR_TILED_MIN_LOGITS, "tiled" beyond.
   """
   backend = jax.default_backend() if backend is None else backend
-  logits = B * N * T * S
   if backend == "cpu":
-    return "tiled" if logits >= CPU_TILED_MIN_LOGITS else "reference"
+    return "tiled" if T * S >= CPU_TILED_MIN_LOGITS else "reference"
   if cudnn_supports(dtype=dtype, H=H, backend=backend):
     return "cudnn"
-  return "tiled" if logits >= ACCELERATOR_TILED_MIN_LOGITS else "xla"
+  return "tiled" if B * N * T * S >= ACCELERATOR_TILED_MIN_LOGITS else "xla"
 
 
 def resolve_implementation(implementation, q_BTNH, k_BSKH) -> str:

@@ -38,9 +38,11 @@ from jax import lax
 from tfmr_jax.ops.attention import MASKED_LOGIT, check_attention_args
 from tfmr_jax.ops.guards import check_positive
 
-# Default block lengths, chosen by experiments/bench_attention.py on CPU (see README).
-DEFAULT_Q_BLOCK = 512
-DEFAULT_KV_BLOCK = 256
+# Default block lengths, chosen by experiments/bench_attention.py on CPU (see README):
+# 256 queries; keys enough for Q * C = 256 * 256 logits per head and block, so a short
+# query block (decoding, T = 1) takes long key blocks instead of many tiny ones.
+DEFAULT_Q_BLOCK = 256
+DEFAULT_BLOCK_LOGITS = 256 * 256
 
 # Block kinds: never visited, visited without a mask, visited with a mask.
 _SKIP, _FULL, _PARTIAL = 0, 1, 2
@@ -199,7 +201,10 @@ def _forward(plan: _Plan, q_IBKGQH, k_JBKCH, v_JBKCH, scale, mask_bKGts, bias_bK
       s_BKGQC = jnp.where(open_BKGQC, s_BKGQC, MASKED_LOGIT)
     m_new_BKGQ = jnp.maximum(m_BKGQ, jnp.max(s_BKGQC, axis=-1))
     p_BKGQC = jnp.exp(s_BKGQC - m_new_BKGQ[..., None])
-    if masked:  # a row with no open key so far has m' = MASKED_LOGIT and exp(0) = 1 there
+    if masked and mask_bKGts is not None:
+      # A row with no open key so far has m' = MASKED_LOGIT, and exp(0) = 1 at its closed
+      # keys. Without a mask array that cannot happen: key 0, in the first block every
+      # row visits, is open to every row (causal or not), so m' is a real logit from then.
       p_BKGQC = jnp.where(open_BKGQC, p_BKGQC, 0.0)
     alpha_BKGQ = jnp.exp(m_BKGQ - m_new_BKGQ)
     l_BKGQ = l_BKGQ * alpha_BKGQ + jnp.sum(p_BKGQC, axis=-1)
@@ -228,6 +233,8 @@ def _forward(plan: _Plan, q_IBKGQH, k_JBKCH, v_JBKCH, scale, mask_bKGts, bias_bK
     lse_BKGQ = jnp.where(seen_BKGQ, m_BKGQ + jnp.log(l_BKGQ), _EMPTY_ROW_LSE)
     return out_BKGQH, lse_BKGQ
 
+  if plan.I == 1:  # one query block: no loop, so short sequences pay no loop overhead
+    return jax.tree.map(lambda x: x[None], query_block(0, q_IBKGQH[0]))
   return lax.map(lambda args: query_block(*args), (jnp.arange(plan.I), q_IBKGQH))
 
 
@@ -235,8 +242,9 @@ def _sweep(kinds_IJ, start_I, stop_I, i, carry, *, full, partial):
   """Fold query block i's visited key blocks j into carry with full(j, c) or partial(j, c).
 
   When the kinds are static and each row reads SKIP* FULL* PARTIAL* SKIP* (causal,
-  padded keys), two plain loops run with no per-block branch; otherwise a lax.switch
-  on the block's kind picks the body.
+  padded keys), two plain loops run with no per-block branch (unrolled when the
+  query block index is static and a loop would run once); otherwise a lax.switch on
+  the block's kind picks the body.
   """
   if isinstance(kinds_IJ, np.ndarray):
     full_stop_I = start_I + np.sum(kinds_IJ == _FULL, axis=1, dtype=np.int32)
@@ -244,9 +252,14 @@ def _sweep(kinds_IJ, start_I, stop_I, i, carry, *, full, partial):
     expected = np.where(j_J < full_stop_I[:, None], _FULL, _PARTIAL)
     expected = np.where((j_J < start_I[:, None]) | (j_J >= stop_I[:, None]), _SKIP, expected)
     if np.array_equal(expected, kinds_IJ):
-      start, full_stop, stop = (jnp.asarray(x)[i] for x in (start_I, full_stop_I, stop_I))
-      carry = lax.fori_loop(start, full_stop, full, carry)
-      return lax.fori_loop(full_stop, stop, partial, carry)
+      if isinstance(i, int):
+        bounds = (int(start_I[i]), int(full_stop_I[i]), int(stop_I[i]))
+      else:
+        bounds = tuple(jnp.asarray(x)[i] for x in (start_I, full_stop_I, stop_I))
+      carry = _loop(bounds[0], bounds[1], full, carry)
+      return _loop(bounds[1], bounds[2], partial, carry)
+  if kinds_IJ.shape == (1, 1):  # one block whose kind is traced: the masked body fits all
+    return partial(0, carry)
   kinds_IJ = jnp.asarray(kinds_IJ)
 
   def body(j, c):
@@ -254,6 +267,15 @@ def _sweep(kinds_IJ, start_I, stop_I, i, carry, *, full, partial):
     return lax.switch(kinds_IJ[i, j], branches, c)
 
   return lax.fori_loop(jnp.asarray(start_I)[i], jnp.asarray(stop_I)[i], body, carry)
+
+
+def _loop(start, stop, body, carry):
+  """lax.fori_loop, or plain calls when the bounds are static and it runs at most once."""
+  if isinstance(start, int) and isinstance(stop, int) and stop - start <= 1:
+    for j in range(start, stop):
+      carry = body(j, carry)
+    return carry
+  return lax.fori_loop(start, stop, body, carry)
 
 
 def _backward(plan: _Plan, res, dout_IBKGQH):
@@ -313,9 +335,15 @@ def _backward(plan: _Plan, res, dout_IBKGQH):
   zeros_JBKCH = jnp.zeros(k_JBKCH.shape, jnp.float32)
   dbias0 = None if bias_bKsGt is None else jnp.zeros(bias_bKsGt.shape, jnp.float32)
   xs = (jnp.arange(plan.I), q_IBKGQH, qT_IBKHGQ, dout_IBKGQH, doutT_IBKHGQ, lse_IBKGQ, delta_IBKGQ)
-  (dk_JBKCH, dv_JBKCH, dbias_bKsGt), dqT_IBKHGQ = lax.scan(
-    query_block, (zeros_JBKCH, zeros_JBKCH, dbias0), xs
-  )
+  if plan.I == 1:  # one query block: no loop
+    carry, dqT_BKHGQ = query_block(
+      (zeros_JBKCH, zeros_JBKCH, dbias0), (0,) + tuple(x[0] for x in xs[1:])
+    )
+    (dk_JBKCH, dv_JBKCH, dbias_bKsGt), dqT_IBKHGQ = carry, dqT_BKHGQ[None]
+  else:
+    (dk_JBKCH, dv_JBKCH, dbias_bKsGt), dqT_IBKHGQ = lax.scan(
+      query_block, (zeros_JBKCH, zeros_JBKCH, dbias0), xs
+    )
   # s = scale * q.k, so dL/dscale = sum(dS * q.k) = sum(q * (dS k)).
   dscale = jnp.sum(dqT_IBKHGQ * qT_IBKHGQ.astype(jnp.float32))
   dq_IBKGQH = dqT_IBKHGQ.transpose(0, 1, 2, 4, 5, 3)
@@ -406,8 +434,8 @@ def tiled_attention(
     is_causal: apply the causal rule (query t sees key s <= t + S - T) from its
       structure: no [T, S] mask is built, blocks above the diagonal are skipped.
       Combines (AND) with `mask` if both are given.
-    q_block, kv_block: block lengths (default DEFAULT_Q_BLOCK, DEFAULT_KV_BLOCK);
-      they need not divide T or S.
+    q_block, kv_block: block lengths (default DEFAULT_Q_BLOCK queries and
+      DEFAULT_BLOCK_LOGITS / q_block keys, at least 256); they need not divide T or S.
 
   Memory is O(B N T H) plus whatever `mask` and `bias` occupy; gradients (including
   with respect to `bias` and `scale`) come from a hand-written backward.
@@ -419,13 +447,9 @@ def tiled_attention(
   if is_causal and S < T:
     raise ValueError(f"is_causal needs S >= T (queries are the last T of S keys), got T={T}, S={S}")
   G = N // K
-  plan = _Plan(
-    T=T,
-    S=S,
-    is_causal=bool(is_causal),
-    Q=_block_length(T, q_block or DEFAULT_Q_BLOCK),
-    C=_block_length(S, kv_block or DEFAULT_KV_BLOCK),
-  )
+  Q = _block_length(T, q_block or DEFAULT_Q_BLOCK)
+  C = _block_length(S, kv_block or max(DEFAULT_Q_BLOCK, DEFAULT_BLOCK_LOGITS // Q))
+  plan = _Plan(T=T, S=S, Q=Q, C=C, is_causal=bool(is_causal))
   scale = jnp.asarray(H**-0.5 if scale is None else scale, jnp.float32)
   q_IQBKGH = _pad_axis(q_BTNH, 1, plan.I * plan.Q, 0).reshape(B, plan.I, plan.Q, K, G, H)
   q_IBKGQH = q_IQBKGH.transpose(1, 0, 3, 4, 2, 5)
@@ -444,4 +468,4 @@ def tiled_attention(
   return out_BTNH.astype(q_BTNH.dtype)
 
 
-__all__ = ["DEFAULT_KV_BLOCK", "DEFAULT_Q_BLOCK", "tiled_attention"]
+__all__ = ["DEFAULT_BLOCK_LOGITS", "DEFAULT_Q_BLOCK", "tiled_attention"]
