@@ -95,7 +95,7 @@ def explain(figure_dir: str, *, quick: bool = False) -> Finding:
   u, s = m["unscaled"], m["scaled"]
   first, last = 0, len(d_ks) - 1
   numbers = {
-    f"{name}_{field}_dk{d}": round(m[name][field][i], 4)
+    f"{name}_{field}_dk{d}": float(f"{m[name][field][i]:.4g}")
     for name in ("unscaled", "scaled")
     for field in ("variance", "max_weight", "grad_norm")
     for i, d in enumerate(d_ks)
