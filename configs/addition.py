@@ -2,7 +2,8 @@
 
 COMMAND:  tfmr-jax train --config configs/addition.py --workdir runs/addition
 EXPECTED: 100% exact match with greedy decoding on the 1,000 held-out sums (the other
-          9,000 are for training); about 2 minutes on 2 CPU cores.
+          9,000 are for training), from step 300 of 500; measured 164 s (109 s of CPU) on
+          2 shared CPU cores.
 PUBLISHED: minGPT, same model, 9k train / 1k test, batch 512, 50 epochs, lr 6e-4: 99.9%.
 """
 
@@ -24,9 +25,9 @@ def get_config():
     grad_clip_norm=1.0,
   )
   config.train.update(
-    num_steps=1000,
+    num_steps=500,
     batch_size=512,
-    eval_every=250,
+    eval_every=100,
     eval_batch_size=500,
     log_every=50,
     checkpoint_every=500,

@@ -2,7 +2,7 @@
 
 COMMAND:  tfmr-jax train --config configs/reverse.py --workdir runs/reverse
 EXPECTED: 100% test accuracy (token and whole-sequence) on 10,000 held-out sequences,
-          reached by step 500 of 1,500; about 35 s on 2 CPU cores.
+          from step 400 of 1,500; measured 25 s (18 s of CPU) on 2 CPU cores.
 PUBLISHED: 100.00% test accuracy, same model and data, Adam 5e-4 for about 3,900 steps.
 """
 
@@ -19,7 +19,7 @@ def get_config():
   config.train.update(
     num_steps=1500,
     batch_size=128,
-    eval_every=250,
+    eval_every=100,
     eval_batch_size=1000,
     log_every=50,
     checkpoint_every=500,

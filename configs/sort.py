@@ -2,7 +2,8 @@
 
 COMMAND:  tfmr-jax train --config configs/sort.py --workdir runs/sort
 EXPECTED: 100% exact match with greedy decoding on the 200 held-out sequences (never
-          seen in training; 529 remain for it); about 1 minute on 2 CPU cores.
+          seen in training; 529 remain for it), from step 600 of 2,000; measured 42 s on
+          2 CPU cores.
 PUBLISHED: minGPT demo, same model, batch 64, 2,000 iterations, AdamW 5e-4: 100% train
           and test (its test draws overlap its training draws).
 """
@@ -27,7 +28,7 @@ def get_config():
   config.train.update(
     num_steps=2000,
     batch_size=64,
-    eval_every=250,
+    eval_every=100,
     eval_batch_size=100,
     log_every=50,
     checkpoint_every=500,

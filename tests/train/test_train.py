@@ -1,5 +1,6 @@
 """Every training path reaches a real result; runs reload, resume exactly, and fail loudly."""
 
+import importlib.util
 import json
 import os
 import re
@@ -56,7 +57,14 @@ def test_reverse_reaches_100_percent_on_held_out_sequences(reverse_run):
   )
 
 
-@pytest.mark.parametrize("task,threshold", [("copy", 0.99), ("sort", 1.0), ("addition", 0.85)])
+@pytest.mark.parametrize(
+  "task,threshold",
+  [
+    ("copy", 0.99),
+    ("sort", 1.0),
+    pytest.param("addition", 0.85, marks=pytest.mark.slow),  # the same path as sort
+  ],
+)
 def test_decoding_tasks_reach_their_threshold_with_greedy_decoding(task, threshold, tmp_path):
   final = train(quick_config(task), str(tmp_path))
   assert final["greedy_exact_match"] >= threshold
@@ -217,3 +225,23 @@ def test_eight_devices_give_the_losses_of_one(tmp_path):
   assert eight["devices"] == 8
   np.testing.assert_allclose(eight["losses"], losses_one, rtol=0, atol=1e-5)
   assert abs(eight["final_loss"] - one["loss"]) <= 1e-5
+
+
+def test_reproduce_draws_the_curve_and_every_attention_head(reverse_run, tmp_path):
+  spec = importlib.util.spec_from_file_location(
+    "reproduce", os.path.join(REPO, "experiments", "reproduce.py")
+  )
+  reproduce = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(reproduce)
+  workdir, _ = reverse_run
+  ((title, weights_NTS, queries, keys),) = reproduce.attention_maps(workdir)  # 1 layer
+  assert title == "layer 1" and weights_NTS.shape == (1, 8, 8) and len(queries) == 8
+  np.testing.assert_allclose(weights_NTS.sum(-1), 1.0, rtol=1e-5)
+  # A model that reverses attends from position t to position T - 1 - t.
+  assert (weights_NTS[0].argmax(-1) == np.arange(7, -1, -1)).all()
+  for name, draw in (
+    ("curve.png", reproduce.plot_learning_curve),
+    ("attention.png", reproduce.plot_attention),
+  ):
+    draw(workdir, "reverse", str(tmp_path / name))
+    assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -10,6 +10,7 @@ Data is a pure function of (seed, step) and the checkpoint holds everything else
 so a resumed run takes exactly the steps the uninterrupted one would.
 """
 
+import contextlib
 import math
 import os
 import sys
@@ -54,76 +55,82 @@ def train(config, workdir: str, *, stop_at_step: int | None = None) -> dict:
   config = config_lib.validate(config)
   mesh = data_mesh()
   config_lib.check_devices(config, mesh.size)
-  _check_same_run(config, workdir)
-  config_lib.save(config, workdir)
   t = config.train
-
-  task = make_task(**config.task)
-  model = build_model(config, task, seed=t.seed)
-  tx, schedule = build_optimizer(config)
-  train_graphdef, eval_graphdef, state = init_state(model, tx)
-  state = put_replicated(state, mesh)
-  train_step = make_train_step(
-    train_graphdef, tx, data_format=task.format, label_smoothing=config.optim.label_smoothing
-  )
-  eval_step = make_eval_step(eval_graphdef, data_format=task.format)
-
   checkpoints = Checkpointer(os.path.join(workdir, "checkpoints"), keep=t.keep_checkpoints)
-  if checkpoints.latest_step() is not None:
-    state = checkpoints.restore(state)
-  start = int(state.step)
-  log = MetricsLog(workdir, tensorboard=t.tensorboard)
-  log.truncate_after(start)
-  window = _TrainWindow()
+  with contextlib.ExitStack() as cleanup:
+    cleanup.callback(checkpoints.close)
+    if checkpoints.latest_step() is not None:
+      _check_same_run(config, workdir)
+    config_lib.save(config, workdir)
 
-  def evaluate_now(state) -> dict:
-    return evaluate_held_out(
-      eval_step, state.params, state.rest, task, mesh, batch_size=t.eval_batch_size
+    task = make_task(**config.task)
+    model = build_model(config, task, seed=t.seed)
+    tx, schedule = build_optimizer(config)
+    train_graphdef, eval_graphdef, state = init_state(model, tx)
+    state = put_replicated(state, mesh)
+    train_step = make_train_step(
+      train_graphdef, tx, data_format=task.format, label_smoothing=config.optim.label_smoothing
     )
+    eval_step = make_eval_step(eval_graphdef, data_format=task.format)
 
-  try:
-    with (
-      stop_requests() as stop,
+    def evaluate_now(state) -> dict:
+      return evaluate_held_out(
+        eval_step, state.params, state.rest, task, mesh, batch_size=t.eval_batch_size
+      )
+
+    if checkpoints.latest_step() is not None:
+      state = checkpoints.restore(state)
+    start = int(state.step)
+    log = MetricsLog(workdir, tensorboard=t.tensorboard)
+    cleanup.callback(log.close)
+    log.truncate_after(start)
+    window = _TrainWindow()
+    stop = cleanup.enter_context(stop_requests())
+    bar = cleanup.enter_context(
       tqdm(
         total=t.num_steps,
         initial=start,
         desc=task.name,
         disable=not t.progress_bar,
         dynamic_ncols=True,
-      ) as bar,
-    ):
-      for step in range(start, t.num_steps):
-        batch = put_batch(task.train_batch(t.seed, step, t.batch_size), mesh)
-        state, metrics = train_step(state, batch)
-        done = step + 1
-        loss = window.add(metrics)
-        if not math.isfinite(loss):
-          raise NonFiniteLossError(
-            f"training loss is {loss} at step {done}; stopped. The last good checkpoint "
-            f"(step {checkpoints.latest_step()}) is kept in {workdir}"
-          )
-        bar.update(1)
-        if done % t.log_every == 0:
-          record = window.flush(learning_rate=float(schedule(step)))
-          log.write(done, "train", record)
-          bar.set_postfix(loss=f"{record['loss']:.4f}")
-        if done % t.eval_every == 0 and done < t.num_steps:
-          held_out = evaluate_now(state)
-          log.write(done, task.eval_split, held_out)
-          tqdm.write(_describe(done, task.eval_split, held_out), file=sys.stderr)
-        if done % t.checkpoint_every == 0:
-          checkpoints.save(state)
-        if stop or done == stop_at_step:
-          checkpoints.save(state)
-          reason = stop.name or "stop_at_step"
-          return {"step": done, "stopped": reason, "wall_time_s": time.perf_counter() - start_time}
+      )
+    )
+
+    for step in range(start, t.num_steps):
+      batch = put_batch(task.train_batch(t.seed, step, t.batch_size), mesh)
+      state, metrics = train_step(state, batch)
+      done = step + 1
+      loss = window.add(metrics)
+      if not math.isfinite(loss):
+        raise NonFiniteLossError(
+          f"training loss is {loss} at step {done}; stopped. The last good checkpoint "
+          f"(step {checkpoints.latest_step()}) is kept in {workdir}"
+        )
+      bar.update(1)
+      if done % t.log_every == 0:
+        record = window.flush(learning_rate=float(schedule(step)))
+        log.write(done, "train", record)
+        bar.set_postfix(loss=f"{record['loss']:.4f}")
+      if done % t.eval_every == 0 and done < t.num_steps:
+        held_out = evaluate_now(state)
+        log.write(done, task.eval_split, held_out)
+        tqdm.write(_describe(done, task.eval_split, held_out), file=sys.stderr)
+      if done % t.checkpoint_every == 0:
+        checkpoints.save(state)
+      if stop or done == stop_at_step:
+        checkpoints.save(state)
+        return {
+          "step": done,
+          "stopped": stop.name or "stop_at_step",
+          "wall_time_s": time.perf_counter() - start_time,
+        }
 
     if window.pending():
       log.write(int(state.step), "train", window.flush(learning_rate=float(schedule(step))))
     final = evaluate_now(state)
     if decodes_answers(task):
       final["greedy_exact_match"] = greedy_exact_match(
-        _eval_model(eval_graphdef, state), task, batch_size=t.eval_batch_size
+        nnx.merge(eval_graphdef, state.params, state.rest), task, batch_size=t.eval_batch_size
       )
     log.write(int(state.step), task.eval_split, final)
     tqdm.write(_describe(int(state.step), task.eval_split, final), file=sys.stderr)
@@ -135,15 +142,10 @@ def train(config, workdir: str, *, stop_at_step: int | None = None) -> dict:
       "train_loss": window.last_loss,
       "wall_time_s": time.perf_counter() - start_time,
     }
-  finally:
-    log.close()
-    checkpoints.close()
 
 
 def _check_same_run(config, workdir: str) -> None:
   """Resuming needs the saved run's task and model: anything else is a different run."""
-  if not os.path.exists(os.path.join(workdir, "config.json")):
-    return
   saved = config_lib.load(workdir)
   changed = [
     f"{section}.{key}: {saved[section][key]!r} -> {config[section][key]!r}"
@@ -156,10 +158,6 @@ def _check_same_run(config, workdir: str) -> None:
       f"workdir {workdir!r} holds a run with another task or model ({'; '.join(changed)}); "
       "use a new workdir"
     )
-
-
-def _eval_model(eval_graphdef, state):
-  return nnx.merge(eval_graphdef, state.params, state.rest)
 
 
 def _describe(step: int, split: str, metrics: dict) -> str:
