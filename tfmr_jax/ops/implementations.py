@@ -89,7 +89,8 @@ def jax_nn_attention(
   """jax.nn.dot_product_attention with our fully-masked-row rule. Returns [B, T, N, H].
 
   jax.nn returns the mean of all values on a row whose keys are all masked; we
-  multiply such rows by zero, which also zeroes the gradient flowing through them.
+  select zeros there (a select, not a product, so a backend's NaN cannot leak), which
+  also stops the gradient flowing through those rows.
   """
   mask, bias = _as_rank4(mask), _as_rank4(bias)
   out_BTNH = jax.nn.dot_product_attention(
@@ -100,7 +101,7 @@ def jax_nn_attention(
   B, T, N, _ = q_BTNH.shape
   seen_BNT = jnp.broadcast_to(jnp.any(mask, axis=-1), (B, N, T))
   seen_BTN1 = seen_BNT.transpose(0, 2, 1)[..., None]
-  return out_BTNH * seen_BTN1.astype(out_BTNH.dtype)
+  return jnp.where(seen_BTN1, out_BTNH, 0.0).astype(out_BTNH.dtype)
 
 
 def _as_rank4(x):

@@ -38,11 +38,12 @@ from jax import lax
 from tfmr_jax.ops.attention import MASKED_LOGIT, check_attention_args
 from tfmr_jax.ops.guards import check_positive
 
-# Default block lengths, chosen by experiments/bench_attention.py on CPU (see README):
-# 256 queries; keys enough for Q * C = 256 * 256 logits per head and block, so a short
-# query block (decoding, T = 1) takes long key blocks instead of many tiny ones.
-DEFAULT_Q_BLOCK = 256
-DEFAULT_BLOCK_LOGITS = 256 * 256
+# Default block lengths, chosen with experiments/bench_attention.py on 2 CPU cores (see
+# README): 512 queries against 256 keys (smaller blocks leave the second core idle, larger
+# ones spill the caches); a short query block (decoding, T = 1) takes key blocks long
+# enough for Q * C = 512 * 256 logits, instead of many tiny ones.
+DEFAULT_Q_BLOCK = 512
+DEFAULT_BLOCK_LOGITS = 512 * 256
 
 # Block kinds: never visited, visited without a mask, visited with a mask.
 _SKIP, _FULL, _PARTIAL = 0, 1, 2
@@ -435,7 +436,7 @@ def tiled_attention(
       structure: no [T, S] mask is built, blocks above the diagonal are skipped.
       Combines (AND) with `mask` if both are given.
     q_block, kv_block: block lengths (default DEFAULT_Q_BLOCK queries and
-      DEFAULT_BLOCK_LOGITS / q_block keys, at least 256); they need not divide T or S.
+      DEFAULT_BLOCK_LOGITS / Q keys, at least 256); they need not divide T or S.
 
   Memory is O(B N T H) plus whatever `mask` and `bias` occupy; gradients (including
   with respect to `bias` and `scale`) come from a hand-written backward.
@@ -448,7 +449,7 @@ def tiled_attention(
     raise ValueError(f"is_causal needs S >= T (queries are the last T of S keys), got T={T}, S={S}")
   G = N // K
   Q = _block_length(T, q_block or DEFAULT_Q_BLOCK)
-  C = _block_length(S, kv_block or max(DEFAULT_Q_BLOCK, DEFAULT_BLOCK_LOGITS // Q))
+  C = _block_length(S, kv_block or max(256, DEFAULT_BLOCK_LOGITS // Q))
   plan = _Plan(T=T, S=S, Q=Q, C=C, is_causal=bool(is_causal))
   scale = jnp.asarray(H**-0.5 if scale is None else scale, jnp.float32)
   q_IQBKGH = _pad_axis(q_BTNH, 1, plan.I * plan.Q, 0).reshape(B, plan.I, plan.Q, K, G, H)
