@@ -2,7 +2,7 @@
 
 COMMAND:  tfmr-jax train --config configs/sort.py --workdir runs/sort
 EXPECTED: 100% exact match with greedy decoding on the 200 held-out sequences (never
-          seen in training; 529 remain for it), from step 600 of 2,000; measured 42 s on
+          seen in training; 529 remain for it), from step 600 of 2,000; measured 47 s on
           2 CPU cores.
 PUBLISHED: minGPT demo, same model, batch 64, 2,000 iterations, AdamW 5e-4: 100% train
           and test (its test draws overlap its training draws).

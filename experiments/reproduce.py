@@ -304,6 +304,9 @@ def write_results(rows: list[dict], path: str) -> None:
     "- char_lm: our validation loss is measured on the whole held-out 10% (1,742 windows",
     "  of 64 characters), nanoGPT's on 20 random batches. The row at nanoGPT's exact",
     "  settings is our own run of them.",
+    "- Attention runs through `tj.attention`'s default choice: on CPU the tiled kernel",
+    "  once T * S >= 64 * 64 (so char_lm, block 64), the reference kernel below that.",
+    "  Changing that choice changes float rounding, so the curves (not the targets) move.",
     "",
   ]
   for r in rows:
