@@ -242,32 +242,33 @@ def _forward(plan: _Plan, q_IBKGQH, k_JBKCH, v_JBKCH, scale, mask_bKGts, bias_bK
 def _sweep(kinds_IJ, start_I, stop_I, i, carry, *, full, partial):
   """Fold query block i's visited key blocks j into carry with full(j, c) or partial(j, c).
 
-  When the kinds are static and each row reads SKIP* FULL* PARTIAL* SKIP* (causal,
-  padded keys), two plain loops run with no per-block branch (unrolled when the
-  query block index is static and a loop would run once); otherwise a lax.switch on
-  the block's kind picks the body.
+  No per-block branch: each row runs as partial, then full, then partial blocks, the
+  full run being its FULL blocks when they are contiguous (causal, padding, sliding
+  windows) and empty otherwise. The masked body is right for any block, only slower,
+  so a row of scattered kinds runs it throughout. With static kinds the bounds are
+  static too, and a loop that would run once is unrolled.
   """
-  if isinstance(kinds_IJ, np.ndarray):
-    full_stop_I = start_I + np.sum(kinds_IJ == _FULL, axis=1, dtype=np.int32)
-    j_J = np.arange(kinds_IJ.shape[1])
-    expected = np.where(j_J < full_stop_I[:, None], _FULL, _PARTIAL)
-    expected = np.where((j_J < start_I[:, None]) | (j_J >= stop_I[:, None]), _SKIP, expected)
-    if np.array_equal(expected, kinds_IJ):
-      if isinstance(i, int):
-        bounds = (int(start_I[i]), int(full_stop_I[i]), int(stop_I[i]))
-      else:
-        bounds = tuple(jnp.asarray(x)[i] for x in (start_I, full_stop_I, stop_I))
-      carry = _loop(bounds[0], bounds[1], full, carry)
-      return _loop(bounds[1], bounds[2], partial, carry)
-  if kinds_IJ.shape == (1, 1):  # one block whose kind is traced: the masked body fits all
-    return partial(0, carry)
-  kinds_IJ = jnp.asarray(kinds_IJ)
-
-  def body(j, c):
-    branches = [lambda c: c, lambda c: full(j, c), lambda c: partial(j, c)]
-    return lax.switch(kinds_IJ[i, j], branches, c)
-
-  return lax.fori_loop(jnp.asarray(start_I)[i], jnp.asarray(stop_I)[i], body, carry)
+  J = kinds_IJ.shape[1]
+  if not isinstance(kinds_IJ, np.ndarray) and J == 1:
+    return partial(0, carry)  # one key block of traced kind: the masked body fits all
+  xp = np if isinstance(kinds_IJ, np.ndarray) else jnp
+  is_full_IJ = kinds_IJ == _FULL
+  j_J = xp.arange(J)
+  full_lo_I = xp.min(xp.where(is_full_IJ, j_J, J), axis=1)
+  full_hi_I = xp.max(xp.where(is_full_IJ, j_J + 1, 0), axis=1)
+  contiguous_I = (full_hi_I - full_lo_I) == xp.sum(is_full_IJ, axis=1)
+  full_lo_I = xp.where(contiguous_I, full_lo_I, stop_I).astype(np.int32)
+  full_hi_I = xp.where(contiguous_I, full_hi_I, stop_I).astype(np.int32)
+  full_lo_I = xp.clip(full_lo_I, start_I, stop_I)  # rows with no FULL block: empty run
+  full_hi_I = xp.clip(full_hi_I, full_lo_I, stop_I)
+  bounds = (start_I, full_lo_I, full_hi_I, stop_I)
+  if xp is np and isinstance(i, int):
+    bounds = tuple(int(b[i]) for b in bounds)
+  else:
+    bounds = tuple(jnp.asarray(b)[i] for b in bounds)
+  carry = _loop(bounds[0], bounds[1], partial, carry)
+  carry = _loop(bounds[1], bounds[2], full, carry)
+  return _loop(bounds[2], bounds[3], partial, carry)
 
 
 def _loop(start, stop, body, carry):
