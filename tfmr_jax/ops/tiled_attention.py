@@ -45,6 +45,9 @@ from tfmr_jax.ops.guards import check_positive
 DEFAULT_Q_BLOCK = 512
 DEFAULT_BLOCK_LOGITS = 512 * 256
 
+# With one query block and a mask array, up to this many key blocks run unrolled.
+_UNROLL_KEY_BLOCKS = 4
+
 # Block kinds: never visited, visited without a mask, visited with a mask.
 _SKIP, _FULL, _PARTIAL = 0, 1, 2
 
@@ -246,11 +249,16 @@ def _sweep(kinds_IJ, start_I, stop_I, i, carry, *, full, partial):
   full run being its FULL blocks when they are contiguous (causal, padding, sliding
   windows) and empty otherwise. The masked body is right for any block, only slower,
   so a row of scattered kinds runs it throughout. With static kinds the bounds are
-  static too, and a loop that would run once is unrolled.
+  static too, and a loop that would run once is unrolled; so is a short sequence's
+  single row of traced kinds.
   """
   J = kinds_IJ.shape[1]
-  if not isinstance(kinds_IJ, np.ndarray) and J == 1:
-    return partial(0, carry)  # one key block of traced kind: the masked body fits all
+  if not isinstance(kinds_IJ, np.ndarray) and isinstance(i, int) and J <= _UNROLL_KEY_BLOCKS:
+    # One query block, a few key blocks of traced kinds (a short sequence with a mask
+    # array): the masked body fits every block, and straight-line code beats loops.
+    for j in range(J):
+      carry = partial(j, carry)
+    return carry
   xp = np if isinstance(kinds_IJ, np.ndarray) else jnp
   is_full_IJ = kinds_IJ == _FULL
   j_J = xp.arange(J)
