@@ -59,6 +59,16 @@ k = v = jnp.zeros((2, 7, 3, 11))
       TypeError,
       r"mask must be a bool",
     ),
+    (
+      lambda: tj.attention(q, k[:, :3], v[:, :3], is_causal=True),
+      ValueError,
+      r"is_causal=True needs S >= T \(queries are the last T of S keys\), got T=5, S=3",
+    ),
+    (
+      lambda: tj.attention(q, k, v, is_causal=1),
+      TypeError,
+      r"is_causal must be a Python bool .*got int 1",
+    ),
     (lambda: tj.causal_mask(-3), ValueError, r"T must be a positive int, got -3"),
     (lambda: tj.causal_mask(5, 3), ValueError, r"causal_mask needs S >= T"),
     (

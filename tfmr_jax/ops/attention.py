@@ -16,19 +16,45 @@ attend, broadcastable to [B, N, T, S]. Softmax runs in float32 whatever the
 input dtype. A query row whose keys are all masked returns exactly zeros and
 passes zero gradient. (`jax.nn.dot_product_attention` and Flax return the mean of
 all values there, which leaks masked content.)
+
+`is_causal=True` is the causal rule as structure rather than data: query t sees key
+s <= t + (S - T) (bottom-right aligned, as `causal_mask(T, S)`), ANDed with `mask`.
+It computes exactly what `mask=combine_masks(causal_mask(T, S), mask)` computes, but
+an implementation that knows the structure statically (the tiled one) skips the
+blocks above the diagonal and never builds a [T, S] mask.
 """
 
 import jax
 import jax.numpy as jnp
 
 from tfmr_jax.ops.guards import check_bool_mask, check_broadcastable, check_floating, check_rank
+from tfmr_jax.ops.masks import causal_mask, combine_masks
 
 # Large, finite: exp(MASKED - max) underflows to exactly 0 in float32, and a row
 # of nothing but MASKED stays finite (we zero it afterwards).
 MASKED_LOGIT = -0.7 * float(jnp.finfo(jnp.float32).max)
 
 
-def check_attention_args(q_BTNH, k_BSKH, v_BSKH, mask, bias) -> tuple[int, int, int, int, int, int]:
+def check_is_causal(is_causal, *, T: int, S: int) -> None:
+  """Raise unless `is_causal` is a Python bool, and, when True, S >= T.
+
+  A traced or array value is refused: the causal structure must be known while
+  tracing (pass a traced rule as a `mask` instead).
+  """
+  if not isinstance(is_causal, bool):
+    raise TypeError(
+      f"is_causal must be a Python bool (static; use mask= for a rule known only at run time), "
+      f"got {type(is_causal).__name__} {is_causal!r}"
+    )
+  if is_causal and S < T:
+    raise ValueError(
+      f"is_causal=True needs S >= T (queries are the last T of S keys), got T={T}, S={S}"
+    )
+
+
+def check_attention_args(
+  q_BTNH, k_BSKH, v_BSKH, mask, bias, *, is_causal: bool = False
+) -> tuple[int, int, int, int, int, int]:
   """Validate the shared arguments of every attention implementation.
 
   Returns (B, T, S, N, K, H). Raises ValueError/TypeError naming the argument.
@@ -52,6 +78,7 @@ def check_attention_args(q_BTNH, k_BSKH, v_BSKH, mask, bias) -> tuple[int, int, 
     raise ValueError(
       f"query heads N={N} must be a multiple of kv heads K={K} (q {q_BTNH.shape}, k {k_BSKH.shape})"
     )
+  check_is_causal(is_causal, T=T, S=S)
   target = (B, N, T, S)
   if mask is not None:
     check_bool_mask("mask", mask, target)
@@ -96,7 +123,7 @@ def _grouped(x_BNTS, K: int, G: int):
 
 
 def attention(q_BTNH, k_BSKH, v_BSKH, *, mask=None, bias=None, scale=None,
-              implementation=None):
+              is_causal: bool = False, implementation=None):
   """softmax(q k^T * scale + bias) v with masking. Returns [B, T, N, H] in q's dtype.
 
   Args:
@@ -107,20 +134,27 @@ def attention(q_BTNH, k_BSKH, v_BSKH, *, mask=None, bias=None, scale=None,
       query rows return zeros.
     bias: additive float logits bias (finite), broadcastable to [B, N, T, S].
     scale: logit scale, default 1/sqrt(H).
+    is_causal: Python bool; True applies the causal rule, query t sees key
+      s <= t + (S - T) (needs S >= T), ANDed with `mask`: the same result as
+      `mask=combine_masks(causal_mask(T, S), mask)`, faster where the
+      implementation uses the structure (the tiled one skips blocks above the diagonal).
     implementation: None (the fastest correct choice for this backend and shape),
       "reference" (the code below), "tiled" (online softmax, O(T) memory), "xla" or
       "cudnn" (jax.nn.dot_product_attention). Same semantics whichever runs; see
       tfmr_jax.ops.implementations.
   """
-  B, T, S, N, K, H = check_attention_args(q_BTNH, k_BSKH, v_BSKH, mask, bias)
+  B, T, S, N, K, H = check_attention_args(q_BTNH, k_BSKH, v_BSKH, mask, bias, is_causal=is_causal)
   # Imported here because implementations imports this module (for the shared checks).
   from tfmr_jax.ops import implementations
 
   implementation = implementations.resolve_implementation(implementation, q_BTNH, k_BSKH)
   if implementation != "reference":
     return implementations.run_implementation(
-      implementation, q_BTNH, k_BSKH, v_BSKH, mask=mask, bias=bias, scale=scale
+      implementation, q_BTNH, k_BSKH, v_BSKH, mask=mask, bias=bias, scale=scale,
+      is_causal=is_causal,
     )
+  if is_causal:
+    mask = combine_masks(causal_mask(T, S), mask)
   probs_BKGTS = _probabilities_BKGTS(q_BTNH, k_BSKH, mask=mask, bias=bias, scale=scale)
   out_BTKGH = jnp.einsum(
     "BKGTS,BSKH->BTKGH",
@@ -131,12 +165,15 @@ def attention(q_BTNH, k_BSKH, v_BSKH, *, mask=None, bias=None, scale=None,
   return out_BTKGH.reshape(B, T, N, H).astype(q_BTNH.dtype)
 
 
-def attention_weights(q_BTNH, k_BSKH, *, mask=None, bias=None, scale=None):
+def attention_weights(q_BTNH, k_BSKH, *, mask=None, bias=None, scale=None,
+                      is_causal: bool = False):
   """Attention probabilities [B, N, T, S], float32.
 
   Each row sums to 1, or is all zeros where every key of that row is masked.
-  Same arguments and semantics as `attention`.
+  Same arguments and semantics as `attention` (computed by the reference path).
   """
-  B, T, S, N, _, _ = check_attention_args(q_BTNH, k_BSKH, k_BSKH, mask, bias)
+  B, T, S, N, _, _ = check_attention_args(q_BTNH, k_BSKH, k_BSKH, mask, bias, is_causal=is_causal)
+  if is_causal:
+    mask = combine_masks(causal_mask(T, S), mask)
   probs_BKGTS = _probabilities_BKGTS(q_BTNH, k_BSKH, mask=mask, bias=bias, scale=scale)
   return probs_BKGTS.reshape(B, N, T, S)

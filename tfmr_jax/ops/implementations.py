@@ -11,12 +11,15 @@ H head dim.
 
 Every implementation keeps our mask semantics: a query row whose keys are all
 masked returns zeros and passes zero gradient (jax.nn alone would return the mean
-of the values there).
+of the values there). And every one takes `is_causal=True` (query t sees key
+s <= t + (S - T)) with the same result as the mask `causal_mask(T, S)`.
 """
 
 import jax
 import jax.numpy as jnp
 
+from tfmr_jax.ops.attention import check_is_causal
+from tfmr_jax.ops.masks import causal_mask, combine_masks
 from tfmr_jax.ops.tiled_attention import tiled_attention
 
 IMPLEMENTATIONS = ("reference", "tiled", "xla", "cudnn")
@@ -84,22 +87,48 @@ def resolve_implementation(implementation, q_BTNH, k_BSKH) -> str:
 
 
 def jax_nn_attention(
-  q_BTNH, k_BSKH, v_BSKH, *, mask=None, bias=None, scale=None, implementation: str = "xla"
+  q_BTNH,
+  k_BSKH,
+  v_BSKH,
+  *,
+  mask=None,
+  bias=None,
+  scale=None,
+  is_causal: bool = False,
+  implementation: str = "xla",
 ):
   """jax.nn.dot_product_attention with our fully-masked-row rule. Returns [B, T, N, H].
 
   jax.nn returns the mean of all values on a row whose keys are all masked; we
   select zeros there (a select, not a product, so a backend's NaN cannot leak), which
   also stops the gradient flowing through those rows.
+
+  is_causal: our rule, query t sees key s <= t + (S - T). jax.nn's own `is_causal`
+  aligns the diagonal top-left (s <= t), which is the same only for T == S; so it
+  gets is_causal=True when T == S, and the mask `causal_mask(T, S)` when T < S.
   """
-  mask, bias = _as_rank4(mask), _as_rank4(bias)
-  out_BTNH = jax.nn.dot_product_attention(
-    q_BTNH, k_BSKH, v_BSKH, bias=bias, mask=mask, scale=scale, implementation=implementation
-  )
-  if mask is None:
-    return out_BTNH
   B, T, N, _ = q_BTNH.shape
-  seen_BNT = jnp.broadcast_to(jnp.any(mask, axis=-1), (B, N, T))
+  S = k_BSKH.shape[1]
+  check_is_causal(is_causal, T=T, S=S)
+  rows_mask = mask  # what decides which rows see no key at all
+  if is_causal:
+    # The causal rule alone empties no row (S >= T); ANDed with a mask it may.
+    rows_mask = None if mask is None else combine_masks(causal_mask(T, S), mask)
+    if T != S:
+      mask = combine_masks(causal_mask(T, S), mask)
+  out_BTNH = jax.nn.dot_product_attention(
+    q_BTNH,
+    k_BSKH,
+    v_BSKH,
+    bias=_as_rank4(bias),
+    mask=_as_rank4(mask),
+    scale=scale,
+    is_causal=is_causal and T == S,
+    implementation=implementation,
+  )
+  if rows_mask is None:
+    return out_BTNH
+  seen_BNT = jnp.broadcast_to(jnp.any(_as_rank4(rows_mask), axis=-1), (B, N, T))
   seen_BTN1 = seen_BNT.transpose(0, 2, 1)[..., None]
   return jnp.where(seen_BTN1, out_BTNH, 0.0).astype(out_BTNH.dtype)
 
@@ -112,10 +141,21 @@ def _as_rank4(x):
   return x.reshape((1,) * (4 - x.ndim) + x.shape)
 
 
-def run_implementation(implementation: str, q_BTNH, k_BSKH, v_BSKH, *, mask, bias, scale):
+def run_implementation(
+  implementation: str, q_BTNH, k_BSKH, v_BSKH, *, mask, bias, scale, is_causal: bool = False
+):
   """Attention by a resolved, non-reference implementation name. Returns [B, T, N, H]."""
   if implementation == "tiled":
-    return tiled_attention(q_BTNH, k_BSKH, v_BSKH, mask=mask, bias=bias, scale=scale)
+    return tiled_attention(
+      q_BTNH, k_BSKH, v_BSKH, mask=mask, bias=bias, scale=scale, is_causal=is_causal
+    )
   return jax_nn_attention(
-    q_BTNH, k_BSKH, v_BSKH, mask=mask, bias=bias, scale=scale, implementation=implementation
+    q_BTNH,
+    k_BSKH,
+    v_BSKH,
+    mask=mask,
+    bias=bias,
+    scale=scale,
+    is_causal=is_causal,
+    implementation=implementation,
   )
