@@ -4,6 +4,7 @@ Dimension key:
   B batch   T query length   S key/value length   N query heads   K kv heads
   G = N // K   H head dim   Q query-block length   C key-block length
   I number of query blocks   J number of key blocks
+  Z = B * K independent problems (one per kv head)   R = G * Q query rows of a block
 
 The same function as `tfmr_jax.ops.attention` (same arguments, same masks, same
 fully-masked-row rule), computed without ever holding the [T, S] logits:
@@ -64,6 +65,12 @@ class _Plan:
   Q: int
   C: int
   is_causal: bool
+  B: int = 1
+  K: int = 1
+  G: int = 1
+  # Fold the scale into the queries before the loops (float32 queries only, where it
+  # costs one rounding of q * scale): saves a multiply over every [R, C] block.
+  prescaled: bool = False
 
   @property
   def I(self) -> int:  # noqa: E743
@@ -154,92 +161,123 @@ def _block(x, i, j, plan: _Plan, *, t_axis: int, s_axis: int):
   return lax.dynamic_slice(x, _block_start(x, i, j, plan, t_axis=t_axis, s_axis=s_axis), size)
 
 
+def _block_start(x, i, j, plan: _Plan, *, t_axis: int, s_axis: int):
+  """Start indices of block (i, j) in x, as `_block` slices it."""
+  start = [0] * x.ndim
+  if x.shape[t_axis] > 1:
+    start[t_axis] = i * plan.Q
+  if x.shape[s_axis] > 1:
+    start[s_axis] = j * plan.C
+  return start
+
+
+def _rows_block(x, i, j, plan: _Plan, *, transposed: bool):
+  """Block (i, j) of a mask or bias as [Z, R, C] (or [Z, C, R] when transposed).
+
+  x is [b, K|1, G|1, t, s] (or [b, K|1, s, G|1, t] when transposed); the block is
+  broadcast over the axes x lacks, then folded: Z = (B, K), R = (G, Q).
+  """
+  B, K, G, Q, C = plan.B, plan.K, plan.G, plan.Q, plan.C
+  if transposed:
+    block = _block(x, i, j, plan, t_axis=4, s_axis=2)
+    return jnp.broadcast_to(block, (B, K, C, G, Q)).reshape(B * K, C, G * Q)
+  block = _block(x, i, j, plan, t_axis=3, s_axis=4)
+  return jnp.broadcast_to(block, (B, K, G, Q, C)).reshape(B * K, G * Q, C)
+
+
 def _open_block(i, j, plan: _Plan, mask, *, transposed: bool):
-  """bool, broadcastable to [B, K, G, Q, C] (or [B, K, C, G, Q] when transposed).
+  """bool, broadcastable to [Z, R, C] (or [Z, C, R] when transposed).
 
   True where query i * Q + q may attend key j * C + c: inside the keys, causal if
   the plan says so, and allowed by `mask` ([b, K, G, t, s], or [b, K, s, G, t]).
   """
   query_1Q = i * plan.Q + lax.broadcasted_iota(jnp.int32, (1, plan.Q), 1)
   key_C1 = j * plan.C + lax.broadcasted_iota(jnp.int32, (plan.C, 1), 0)
-  open_CQ = jnp.ones((1, 1), jnp.bool_)
+  open_CQ = jnp.ones((plan.C, plan.Q), jnp.bool_)
   if plan.keys_padded:
     open_CQ = open_CQ & (key_C1 < plan.S)
   if plan.is_causal:
     open_CQ = open_CQ & (key_C1 <= query_1Q + (plan.S - plan.T))
-  c, q = open_CQ.shape
+  G, Q, C = plan.G, plan.Q, plan.C
   if transposed:
-    open_ = open_CQ.reshape(1, 1, c, 1, q)
+    open_ = jnp.broadcast_to(open_CQ[:, None, :], (C, G, Q)).reshape(1, C, G * Q)
   else:
-    open_ = open_CQ.T.reshape(1, 1, 1, q, c)
+    open_ = jnp.broadcast_to(open_CQ.T[None], (G, Q, C)).reshape(1, G * Q, C)
   if mask is not None:
-    axes = dict(t_axis=4, s_axis=2) if transposed else dict(t_axis=3, s_axis=4)
-    open_ = open_ & _block(mask, i, j, plan, **axes)
+    open_ = open_ & _rows_block(mask, i, j, plan, transposed=transposed)
   return open_
 
 
-def _dot(a, b, contract_a: tuple[int, ...], contract_b: tuple[int, ...]):
-  """float32 batched matmul over the leading [B, K] axes.
+def _bmm(a_ZMX, b_ZXN):
+  """float32 [Z, M, N] = a b, batched over Z.
 
-  Callers lay operands out as XLA's CPU dot wants them, [.., M, contract] times
-  [.., contract, N], so no [Q, C]-sized operand is ever transposed.
+  Callers lay operands out as XLA's CPU dot wants them, [Z, M, contract] times
+  [Z, contract, N], so no [R, C]-sized operand is ever transposed.
   """
   return lax.dot_general(
-    a, b, ((contract_a, contract_b), ((0, 1), (0, 1))), preferred_element_type=jnp.float32
+    a_ZMX, b_ZXN, (((2,), (1,)), ((0,), (0,))), preferred_element_type=jnp.float32
   )
 
 
-def _forward(plan: _Plan, q_IBKGQH, k_JBKCH, v_JBKCH, scale, mask_bKGts, bias_bKGts):
-  """Online-softmax forward. Returns (out_IBKGQH float32, lse_IBKGQ float32)."""
-  _, B, K, G, Q, H = q_IBKGQH.shape
-  kinds_IJ, start_I, stop_I = _block_kinds_IJ(plan, mask_bKGts)
-  kT_JBKHC = jnp.swapaxes(k_JBKCH, -1, -2)
+def _scaled_queries(q_IZRH, scale, plan: _Plan):
+  """q * scale when the plan folds the scale into the queries (float32), else q."""
+  return q_IZRH * scale if plan.prescaled else q_IZRH
 
-  def visit(i, j, q_BKGQH, carry, *, masked):
-    m_BKGQ, l_BKGQ, acc_BKGQH = carry
-    s_BKGQC = _dot(q_BKGQH, kT_JBKHC[j], (4,), (2,)) * scale
+
+def _forward(plan: _Plan, q_IZRH, k_JZCH, v_JZCH, scale, mask_bKGts, bias_bKGts):
+  """Online-softmax forward. Returns (out_IZRH float32, lse_IZR float32)."""
+  _, Z, R, H = q_IZRH.shape
+  kinds_IJ, start_I, stop_I = _block_kinds_IJ(plan, mask_bKGts)
+  kT_JZHC = jnp.swapaxes(k_JZCH, -1, -2)
+  qs_IZRH = _scaled_queries(q_IZRH, scale, plan)
+
+  def visit(i, j, qs_ZRH, carry, *, masked):
+    m_ZR, l_ZR, acc_ZRH = carry
+    s_ZRC = _bmm(qs_ZRH, kT_JZHC[j])
+    if not plan.prescaled:
+      s_ZRC = s_ZRC * scale
     if bias_bKGts is not None:
-      s_BKGQC = s_BKGQC + _block(bias_bKGts, i, j, plan, t_axis=3, s_axis=4)
+      s_ZRC = s_ZRC + _rows_block(bias_bKGts, i, j, plan, transposed=False)
     if masked:
-      open_BKGQC = _open_block(i, j, plan, mask_bKGts, transposed=False)
-      s_BKGQC = jnp.where(open_BKGQC, s_BKGQC, MASKED_LOGIT)
-    m_new_BKGQ = jnp.maximum(m_BKGQ, jnp.max(s_BKGQC, axis=-1))
-    p_BKGQC = jnp.exp(s_BKGQC - m_new_BKGQ[..., None])
+      open_ZRC = _open_block(i, j, plan, mask_bKGts, transposed=False)
+      s_ZRC = jnp.where(open_ZRC, s_ZRC, MASKED_LOGIT)
+    m_new_ZR = jnp.maximum(m_ZR, jnp.max(s_ZRC, axis=-1))
+    p_ZRC = jnp.exp(s_ZRC - m_new_ZR[..., None])
     if masked and mask_bKGts is not None:
       # A row with no open key so far has m' = MASKED_LOGIT, and exp(0) = 1 at its closed
       # keys. Without a mask array that cannot happen: key 0, in the first block every
       # row visits, is open to every row (causal or not), so m' is a real logit from then.
-      p_BKGQC = jnp.where(open_BKGQC, p_BKGQC, 0.0)
-    alpha_BKGQ = jnp.exp(m_BKGQ - m_new_BKGQ)
-    l_BKGQ = l_BKGQ * alpha_BKGQ + jnp.sum(p_BKGQC, axis=-1)
-    v_BKCH = v_JBKCH[j]
-    pv_BKGQH = _dot(p_BKGQC.astype(v_BKCH.dtype), v_BKCH, (4,), (2,))
-    return m_new_BKGQ, l_BKGQ, acc_BKGQH * alpha_BKGQ[..., None] + pv_BKGQH
+      p_ZRC = jnp.where(open_ZRC, p_ZRC, 0.0)
+    alpha_ZR = jnp.exp(m_ZR - m_new_ZR)
+    l_ZR = l_ZR * alpha_ZR + jnp.sum(p_ZRC, axis=-1)
+    v_ZCH = v_JZCH[j]
+    pv_ZRH = _bmm(p_ZRC.astype(v_ZCH.dtype), v_ZCH)
+    return m_new_ZR, l_ZR, acc_ZRH * alpha_ZR[..., None] + pv_ZRH
 
-  def query_block(i, q_BKGQH):
+  def query_block(i, qs_ZRH):
     init = (
-      jnp.full((B, K, G, Q), MASKED_LOGIT, jnp.float32),
-      jnp.zeros((B, K, G, Q), jnp.float32),
-      jnp.zeros((B, K, G, Q, H), jnp.float32),
+      jnp.full((Z, R), MASKED_LOGIT, jnp.float32),
+      jnp.zeros((Z, R), jnp.float32),
+      jnp.zeros((Z, R, H), jnp.float32),
     )
-    m_BKGQ, l_BKGQ, acc_BKGQH = _sweep(
+    m_ZR, l_ZR, acc_ZRH = _sweep(
       kinds_IJ,
       start_I,
       stop_I,
       i,
       init,
-      full=lambda j, c: visit(i, j, q_BKGQH, c, masked=False),
-      partial=lambda j, c: visit(i, j, q_BKGQH, c, masked=True),
+      full=lambda j, c: visit(i, j, qs_ZRH, c, masked=False),
+      partial=lambda j, c: visit(i, j, qs_ZRH, c, masked=True),
     )
-    seen_BKGQ = l_BKGQ > 0.0
-    l_BKGQ = jnp.where(seen_BKGQ, l_BKGQ, 1.0)
-    out_BKGQH = acc_BKGQH / l_BKGQ[..., None]
-    lse_BKGQ = jnp.where(seen_BKGQ, m_BKGQ + jnp.log(l_BKGQ), _EMPTY_ROW_LSE)
-    return out_BKGQH, lse_BKGQ
+    seen_ZR = l_ZR > 0.0
+    l_ZR = jnp.where(seen_ZR, l_ZR, 1.0)
+    out_ZRH = acc_ZRH / l_ZR[..., None]
+    lse_ZR = jnp.where(seen_ZR, m_ZR + jnp.log(l_ZR), _EMPTY_ROW_LSE)
+    return out_ZRH, lse_ZR
 
   if plan.I == 1:  # one query block: no loop, so short sequences pay no loop overhead
-    return jax.tree.map(lambda x: x[None], query_block(0, q_IBKGQH[0]))
-  return lax.map(lambda args: query_block(*args), (jnp.arange(plan.I), q_IBKGQH))
+    return jax.tree.map(lambda x: x[None], query_block(0, qs_IZRH[0]))
+  return lax.map(lambda args: query_block(*args), (jnp.arange(plan.I), qs_IZRH))
 
 
 def _sweep(kinds_IJ, start_I, stop_I, i, carry, *, full, partial):
@@ -288,50 +326,53 @@ def _loop(start, stop, body, carry):
   return lax.fori_loop(start, stop, body, carry)
 
 
-def _backward(plan: _Plan, res, dout_IBKGQH):
+def _backward(plan: _Plan, res, dout_IZRH):
   """Hand-written backward: recompute p from lse, accumulate dQ, dK, dV, dscale, dbias.
 
-  Blocks are laid out transposed, [B, K, C, G, Q], so that every matmul reads its
-  [C, Q]-sized operand in place: dV = p^T dO, dK = dS^T Q and dQ^T = K^T dS^T.
+  Blocks are laid out transposed, [Z, C, R], so that every matmul reads its
+  [C, R]-sized operand in place: dV = p^T dO, dK = dS^T Q and dQ^T = K^T dS^T.
   """
-  q_IBKGQH, k_JBKCH, v_JBKCH, scale, mask_bKGts, bias_bKGts, out_IBKGQH, lse_IBKGQ = res
-  _, B, K, G, Q, H = q_IBKGQH.shape
+  q_IZRH, k_JZCH, v_JZCH, scale, mask_bKGts, bias_bKGts, out_IZRH, lse_IZR = res
+  _, Z, R, H = q_IZRH.shape
   kinds_IJ, start_I, stop_I = _block_kinds_IJ(plan, mask_bKGts)
-  kT_JBKHC = jnp.swapaxes(k_JBKCH, -1, -2)
-  qT_IBKHGQ = q_IBKGQH.transpose(0, 1, 2, 5, 3, 4)
-  doutT_IBKHGQ = dout_IBKGQH.transpose(0, 1, 2, 5, 3, 4)
+  kT_JZHC = jnp.swapaxes(k_JZCH, -1, -2)
+  qs_IZRH = _scaled_queries(q_IZRH, scale, plan)
+  qsT_IZHR = jnp.swapaxes(qs_IZRH, -1, -2)
+  doutT_IZHR = jnp.swapaxes(dout_IZRH, -1, -2)
   mask_bKsGt = None if mask_bKGts is None else mask_bKGts.transpose(0, 1, 4, 2, 3)
   bias_bKsGt = None if bias_bKGts is None else bias_bKGts.transpose(0, 1, 4, 2, 3)
   # rowsum(dO * O): the softmax Jacobian's diagonal term, one number per query.
-  delta_IBKGQ = jnp.sum(dout_IBKGQH.astype(jnp.float32) * out_IBKGQH, axis=-1)
+  delta_IZR = jnp.sum(dout_IZRH.astype(jnp.float32) * out_IZRH, axis=-1)
 
   def visit(i, j, row, carry, *, masked):
-    q_BKGQH, qT_BKHGQ, dout_BKGQH, doutT_BKHGQ, lse_BKGQ, delta_BKGQ = row
-    dqT_BKHGQ, dk_JBKCH, dv_JBKCH, dbias_bKsGt = carry
-    k_BKCH, v_BKCH = k_JBKCH[j], v_JBKCH[j]
-    sT_BKCGQ = _dot(k_BKCH, qT_BKHGQ, (3,), (2,)) * scale
+    qs_ZRH, qsT_ZHR, dout_ZRH, doutT_ZHR, lse_ZR, delta_ZR = row
+    dqT_ZHR, dk_JZCH, dv_JZCH, dbias_bKsGt = carry
+    k_ZCH, v_ZCH = k_JZCH[j], v_JZCH[j]
+    sT_ZCR = _bmm(k_ZCH, qsT_ZHR)
+    if not plan.prescaled:
+      sT_ZCR = sT_ZCR * scale
     if bias_bKsGt is not None:
-      sT_BKCGQ = sT_BKCGQ + _block(bias_bKsGt, i, j, plan, t_axis=4, s_axis=2)
+      sT_ZCR = sT_ZCR + _rows_block(bias_bKsGt, i, j, plan, transposed=True)
     if masked:
-      open_BKCGQ = _open_block(i, j, plan, mask_bKsGt, transposed=True)
-      sT_BKCGQ = jnp.where(open_BKCGQ, sT_BKCGQ, MASKED_LOGIT)
-    pT_BKCGQ = jnp.exp(sT_BKCGQ - lse_BKGQ[:, :, None])  # closed entries underflow to 0
-    dv_BKCH = _dot(pT_BKCGQ.astype(dout_BKGQH.dtype), dout_BKGQH, (3, 4), (2, 3))
-    dpT_BKCGQ = _dot(v_BKCH, doutT_BKHGQ, (3,), (2,))
-    dsT_BKCGQ = pT_BKCGQ * (dpT_BKCGQ - delta_BKGQ[:, :, None])
-    dqT_BKHGQ = dqT_BKHGQ + _dot(kT_JBKHC[j], dsT_BKCGQ.astype(k_BKCH.dtype), (3,), (2,))
-    dk_BKCH = _dot(dsT_BKCGQ.astype(q_BKGQH.dtype), q_BKGQH, (3, 4), (2, 3))
-    dk_JBKCH = lax.dynamic_update_index_in_dim(dk_JBKCH, dk_JBKCH[j] + dk_BKCH, j, 0)
-    dv_JBKCH = lax.dynamic_update_index_in_dim(dv_JBKCH, dv_JBKCH[j] + dv_BKCH, j, 0)
+      open_ZCR = _open_block(i, j, plan, mask_bKsGt, transposed=True)
+      sT_ZCR = jnp.where(open_ZCR, sT_ZCR, MASKED_LOGIT)
+    pT_ZCR = jnp.exp(sT_ZCR - lse_ZR[:, None, :])  # closed entries underflow to 0
+    dv_ZCH = _bmm(pT_ZCR.astype(dout_ZRH.dtype), dout_ZRH)
+    dpT_ZCR = _bmm(v_ZCH, doutT_ZHR)
+    dsT_ZCR = pT_ZCR * (dpT_ZCR - delta_ZR[:, None, :])
+    dqT_ZHR = dqT_ZHR + _bmm(kT_JZHC[j], dsT_ZCR.astype(k_ZCH.dtype))
+    dk_ZCH = _bmm(dsT_ZCR.astype(qs_ZRH.dtype), qs_ZRH)
+    dk_JZCH = lax.dynamic_update_index_in_dim(dk_JZCH, dk_JZCH[j] + dk_ZCH, j, 0)
+    dv_JZCH = lax.dynamic_update_index_in_dim(dv_JZCH, dv_JZCH[j] + dv_ZCH, j, 0)
     if bias_bKsGt is not None:
-      dbias_bKsGt = _add_block(dbias_bKsGt, dsT_BKCGQ, i, j, plan)
-    return dqT_BKHGQ, dk_JBKCH, dv_JBKCH, dbias_bKsGt
+      dbias_bKsGt = _add_block(dbias_bKsGt, dsT_ZCR, i, j, plan)
+    return dqT_ZHR, dk_JZCH, dv_JZCH, dbias_bKsGt
 
   def query_block(carry, xs):
     i, row = xs[0], xs[1:]
-    dk_JBKCH, dv_JBKCH, dbias_bKsGt = carry
-    init = (jnp.zeros((B, K, H, G, Q), jnp.float32), dk_JBKCH, dv_JBKCH, dbias_bKsGt)
-    dqT_BKHGQ, dk_JBKCH, dv_JBKCH, dbias_bKsGt = _sweep(
+    dk_JZCH, dv_JZCH, dbias_bKsGt = carry
+    init = (jnp.zeros((Z, H, R), jnp.float32), dk_JZCH, dv_JZCH, dbias_bKsGt)
+    dqT_ZHR, dk_JZCH, dv_JZCH, dbias_bKsGt = _sweep(
       kinds_IJ,
       start_I,
       stop_I,
@@ -340,38 +381,41 @@ def _backward(plan: _Plan, res, dout_IBKGQH):
       full=lambda j, c: visit(i, j, row, c, masked=False),
       partial=lambda j, c: visit(i, j, row, c, masked=True),
     )
-    return (dk_JBKCH, dv_JBKCH, dbias_bKsGt), dqT_BKHGQ
+    return (dk_JZCH, dv_JZCH, dbias_bKsGt), dqT_ZHR
 
-  zeros_JBKCH = jnp.zeros(k_JBKCH.shape, jnp.float32)
+  zeros_JZCH = jnp.zeros(k_JZCH.shape, jnp.float32)
   dbias0 = None if bias_bKsGt is None else jnp.zeros(bias_bKsGt.shape, jnp.float32)
-  xs = (jnp.arange(plan.I), q_IBKGQH, qT_IBKHGQ, dout_IBKGQH, doutT_IBKHGQ, lse_IBKGQ, delta_IBKGQ)
+  xs = (jnp.arange(plan.I), qs_IZRH, qsT_IZHR, dout_IZRH, doutT_IZHR, lse_IZR, delta_IZR)
   if plan.I == 1:  # one query block: no loop
-    carry, dqT_BKHGQ = query_block(
-      (zeros_JBKCH, zeros_JBKCH, dbias0), (0,) + tuple(x[0] for x in xs[1:])
+    carry, dqT_ZHR = query_block(
+      (zeros_JZCH, zeros_JZCH, dbias0), (0,) + tuple(x[0] for x in xs[1:])
     )
-    (dk_JBKCH, dv_JBKCH, dbias_bKsGt), dqT_IBKHGQ = carry, dqT_BKHGQ[None]
+    (dk_JZCH, dv_JZCH, dbias_bKsGt), dqT_IZHR = carry, dqT_ZHR[None]
   else:
-    (dk_JBKCH, dv_JBKCH, dbias_bKsGt), dqT_IBKHGQ = lax.scan(
-      query_block, (zeros_JBKCH, zeros_JBKCH, dbias0), xs
+    (dk_JZCH, dv_JZCH, dbias_bKsGt), dqT_IZHR = lax.scan(
+      query_block, (zeros_JZCH, zeros_JZCH, dbias0), xs
     )
-  # s = scale * q.k, so dL/dscale = sum(dS * q.k) = sum(q * (dS k)).
-  dscale = jnp.sum(dqT_IBKHGQ * qT_IBKHGQ.astype(jnp.float32))
-  dq_IBKGQH = dqT_IBKHGQ.transpose(0, 1, 2, 4, 5, 3)
+  # dqT holds dS k (the scale not yet applied). s = scale * q.k, so
+  # dL/dscale = sum(dS * q.k) = sum(q * (dS k)).
+  dq_IZRH = jnp.swapaxes(dqT_IZHR, -1, -2)
+  dscale = jnp.sum(dq_IZRH * q_IZRH.astype(jnp.float32))
+  dk_scale = 1.0 if plan.prescaled else scale  # prescaled: dS^T (q * scale) already
   dbias_bKGts = None
   if bias_bKGts is not None:
     dbias_bKGts = dbias_bKsGt.transpose(0, 1, 3, 4, 2).astype(bias_bKGts.dtype)
   return (
-    (dq_IBKGQH * scale).astype(q_IBKGQH.dtype),
-    (dk_JBKCH * scale).astype(k_JBKCH.dtype),
-    dv_JBKCH.astype(v_JBKCH.dtype),
+    (dq_IZRH * scale).astype(q_IZRH.dtype),
+    (dk_JZCH * dk_scale).astype(k_JZCH.dtype),
+    dv_JZCH.astype(v_JZCH.dtype),
     dscale.astype(scale.dtype),
     None,
     dbias_bKGts,
   )
 
 
-def _add_block(acc_bKsGt, dsT_BKCGQ, i, j, plan: _Plan):
+def _add_block(acc_bKsGt, dsT_ZCR, i, j, plan: _Plan):
   """acc[block (i, j)] += dS^T, summed over the axes where acc broadcasts (size 1)."""
+  dsT_BKCGQ = dsT_ZCR.reshape(plan.B, plan.K, plan.C, plan.G, plan.Q)
   axes = tuple(a for a, size in enumerate(acc_bKsGt.shape) if size == 1)
   ds = jnp.sum(dsT_BKCGQ, axis=axes, keepdims=True)
   return lax.dynamic_update_slice(
@@ -381,25 +425,15 @@ def _add_block(acc_bKsGt, dsT_BKCGQ, i, j, plan: _Plan):
   )
 
 
-def _block_start(x, i, j, plan: _Plan, *, t_axis: int, s_axis: int):
-  """Start indices of block (i, j) in x, as `_block` slices it."""
-  start = [0] * x.ndim
-  if x.shape[t_axis] > 1:
-    start[t_axis] = i * plan.Q
-  if x.shape[s_axis] > 1:
-    start[s_axis] = j * plan.C
-  return start
-
-
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _tiled_core(plan, q_IBKGQH, k_JBKCH, v_JBKCH, scale, mask_bKGts, bias_bKGts):
-  return _forward(plan, q_IBKGQH, k_JBKCH, v_JBKCH, scale, mask_bKGts, bias_bKGts)[0]
+def _tiled_core(plan, q_IZRH, k_JZCH, v_JZCH, scale, mask_bKGts, bias_bKGts):
+  return _forward(plan, q_IZRH, k_JZCH, v_JZCH, scale, mask_bKGts, bias_bKGts)[0]
 
 
-def _tiled_core_fwd(plan, q_IBKGQH, k_JBKCH, v_JBKCH, scale, mask_bKGts, bias_bKGts):
-  out_IBKGQH, lse_IBKGQ = _forward(plan, q_IBKGQH, k_JBKCH, v_JBKCH, scale, mask_bKGts, bias_bKGts)
-  res = (q_IBKGQH, k_JBKCH, v_JBKCH, scale, mask_bKGts, bias_bKGts, out_IBKGQH, lse_IBKGQ)
-  return out_IBKGQH, res
+def _tiled_core_fwd(plan, q_IZRH, k_JZCH, v_JZCH, scale, mask_bKGts, bias_bKGts):
+  out_IZRH, lse_IZR = _forward(plan, q_IZRH, k_JZCH, v_JZCH, scale, mask_bKGts, bias_bKGts)
+  res = (q_IZRH, k_JZCH, v_JZCH, scale, mask_bKGts, bias_bKGts, out_IZRH, lse_IZR)
+  return out_IZRH, res
 
 
 _tiled_core.defvjp(_tiled_core_fwd, _backward)
@@ -459,22 +493,32 @@ def tiled_attention(
   G = N // K
   Q = _block_length(T, q_block or DEFAULT_Q_BLOCK)
   C = _block_length(S, kv_block or max(256, DEFAULT_BLOCK_LOGITS // Q))
-  plan = _Plan(T=T, S=S, Q=Q, C=C, is_causal=bool(is_causal))
-  scale = jnp.asarray(H**-0.5 if scale is None else scale, jnp.float32)
-  q_IQBKGH = _pad_axis(q_BTNH, 1, plan.I * plan.Q, 0).reshape(B, plan.I, plan.Q, K, G, H)
-  q_IBKGQH = q_IQBKGH.transpose(1, 0, 3, 4, 2, 5)
-  k_JBKCH, v_JBKCH = (
-    _pad_axis(x, 1, plan.J * plan.C, 0).reshape(B, plan.J, plan.C, K, H).transpose(1, 0, 3, 2, 4)
-    for x in (k_BSKH, v_BSKH)
+  plan = _Plan(
+    T=T,
+    S=S,
+    Q=Q,
+    C=C,
+    is_causal=bool(is_causal),
+    B=B,
+    K=K,
+    G=G,
+    prescaled=q_BTNH.dtype == jnp.float32,
   )
+  scale = jnp.asarray(H**-0.5 if scale is None else scale, jnp.float32)
+  I, J = plan.I, plan.J
+  q_BIQKGH = _pad_axis(q_BTNH, 1, I * Q, 0).reshape(B, I, Q, K, G, H)
+  q_IZRH = q_BIQKGH.transpose(1, 0, 3, 4, 2, 5).reshape(I, B * K, G * Q, H)
+  k_BJCKH, v_BJCKH = (_pad_axis(x, 1, J * C, 0).reshape(B, J, C, K, H) for x in (k_BSKH, v_BSKH))
+  k_JZCH, v_JZCH = (x.transpose(1, 0, 3, 2, 4).reshape(J, B * K, C, H) for x in (k_BJCKH, v_BJCKH))
   mask_bKGts = bias_bKGts = None
   if mask is not None:
     mask_bKGts = _grouped(_as_bnts(mask, plan, pad_queries=True, pad_keys=False), K, G)
   if bias is not None:
     bias_f32 = jnp.asarray(bias, jnp.float32)
     bias_bKGts = _grouped(_as_bnts(bias_f32, plan, pad_queries=0.0, pad_keys=0.0), K, G)
-  out_IBKGQH = _tiled_core(plan, q_IBKGQH, k_JBKCH, v_JBKCH, scale, mask_bKGts, bias_bKGts)
-  out_BTNH = out_IBKGQH.transpose(1, 0, 4, 2, 3, 5).reshape(B, plan.I * plan.Q, N, H)[:, :T]
+  out_IZRH = _tiled_core(plan, q_IZRH, k_JZCH, v_JZCH, scale, mask_bKGts, bias_bKGts)
+  out_IBKGQH = out_IZRH.reshape(I, B, K, G, Q, H)
+  out_BTNH = out_IBKGQH.transpose(1, 0, 4, 2, 3, 5).reshape(B, I * Q, N, H)[:, :T]
   return out_BTNH.astype(q_BTNH.dtype)
 
 
