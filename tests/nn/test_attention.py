@@ -1,5 +1,7 @@
 """SingleHeadAttention and MultiHeadAttention against NumPy oracles built from their own weights."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -108,13 +110,68 @@ def test_single_head_matches_numpy(maybe_jit, d_v):
 def test_injected_attention_fn_is_used():
   calls = []
 
-  def spy(q, k, v, **kwargs):
-    calls.append((q.shape, k.shape))
-    return tj.attention(q, k, v, **kwargs)
+  def spy(q, k, v, *, mask, bias, is_causal):  # the whole protocol, keyword-only, no defaults
+    calls.append((q.shape, k.shape, is_causal))
+    return tj.attention(q, k, v, mask=mask, bias=bias, is_causal=is_causal)
 
   mha = MultiHeadAttention(12, 4, num_kv_heads=2, attention_fn=spy, rngs=nnx.Rngs(0))
   mha(jnp.ones((2, 5, 12)), jnp.ones((2, 7, 12)))
-  assert calls == [((2, 5, 4, 3), (2, 7, 2, 3))]
+  mha(jnp.ones((2, 5, 12)), is_causal=True)
+  sha = SingleHeadAttention(12, 3, attention_fn=spy, rngs=nnx.Rngs(0))
+  sha(jnp.ones((2, 5, 12)), is_causal=True)
+  assert calls == [
+    ((2, 5, 4, 3), (2, 7, 2, 3), False),
+    ((2, 5, 4, 3), (2, 5, 2, 3), True),
+    ((2, 5, 1, 3), (2, 5, 1, 3), True),
+  ]
+
+
+def left_padding(B, T, empty):
+  """[B, 1, 1, T]: the last sequence's first `empty` positions are padding, so under the
+  causal rule its first `empty` queries see nothing."""
+  valid_BT = np.ones((B, T), bool)
+  valid_BT[-1, :empty] = False
+  return valid_BT[:, None, None, :]
+
+
+ATTENTION_FNS = {
+  "default": tj.attention,
+  "reference": functools.partial(tj.attention, implementation="reference"),
+  "tiled": functools.partial(tj.attention, implementation="tiled"),
+  "xla": functools.partial(tj.attention, implementation="xla"),
+}
+
+
+@pytest.mark.parametrize("fn_name", list(ATTENTION_FNS))
+def test_mha_is_causal_matches_oracle_and_maps_follow_the_rule(maybe_jit, fn_name):
+  B, T, N, K, D = 2, 7, 4, 2, 12
+  mha = MultiHeadAttention(D, N, num_kv_heads=K, attention_fn=ATTENTION_FNS[fn_name],
+                           rngs=nnx.Rngs(6))
+  x = jax.random.normal(jax.random.key(7), (B, T, D))
+  padding = left_padding(B, T, 2)
+  fn = maybe_jit(lambda x: mha(x, mask=jnp.asarray(padding), is_causal=True,
+                               return_attention=True))
+  out, attn = fn(x)
+  allowed = np.tril(np.ones((T, T), bool)) & padding
+  want_out, want_attn = np_mha(mha, np.asarray(x), np.asarray(x), allowed)
+  np.testing.assert_allclose(out, want_out, atol=2e-5, rtol=1e-5)
+  np.testing.assert_allclose(attn, want_attn, atol=1e-6)
+  assert np.all(np.asarray(attn)[:, :, ~np.tril(np.ones((T, T), bool))] == 0.0)
+  assert np.all(np.asarray(attn)[-1, :, :2] == 0.0)  # the emptied rows
+
+
+@pytest.mark.parametrize("d_v", [None, 3], ids=["dv=dk", "dv!=dk"])
+def test_single_head_is_causal_matches_numpy(maybe_jit, d_v):
+  B, T, D, d_k = 2, 5, 13, 11
+  sha = SingleHeadAttention(D, d_k, d_v=d_v, rngs=nnx.Rngs(8))
+  x = jax.random.normal(jax.random.key(9), (B, T, D))
+  out, attn = maybe_jit(lambda x: sha(x, is_causal=True, return_attention=True))(x)
+  q, k, v = (
+    np_linear(np.asarray(x), getattr(sha, name))[:, :, None] for name in ("query", "key", "value")
+  )
+  want, probs = np_softmax_attention(q, k, v, np.tril(np.ones((T, T), bool)))
+  np.testing.assert_allclose(out, want[:, :, 0], atol=2e-5, rtol=1e-5)
+  np.testing.assert_allclose(attn, probs, atol=1e-6)
 
 
 def test_cached_self_attention_equals_full_causal():
@@ -122,11 +179,16 @@ def test_cached_self_attention_equals_full_causal():
   mha = MultiHeadAttention(D, N, num_kv_heads=K, rngs=nnx.Rngs(0))
   x = jax.random.normal(jax.random.key(5), (B, T, D))
   full = mha(x, mask=tj.causal_mask(T))
-  step = jax.jit(lambda x, cache: mha(x, cache=cache))
-  cache = mha.init_cache(B, T + 2)
+  np.testing.assert_allclose(mha(x, is_causal=True), full, atol=1e-6)
+  step = jax.jit(lambda x, cache, is_causal: mha(x, cache=cache, is_causal=is_causal),
+                 static_argnums=2)
+  cache = flagged_cache = mha.init_cache(B, T + 2)
   pieces = []
   for start, stop in ((0, 3), (3, 4), (4, 5), (5, 7)):
-    out, cache = step(x[:, start:stop], cache)
+    out, cache = step(x[:, start:stop], cache, False)
+    # With a cache the cache's own causal mask applies; is_causal=True changes no bit.
+    flagged_out, flagged_cache = step(x[:, start:stop], flagged_cache, True)
+    np.testing.assert_array_equal(flagged_out, out)
     pieces.append(out)
   assert int(cache.length) == T
   np.testing.assert_allclose(jnp.concatenate(pieces, axis=1), full, atol=1e-5)
@@ -154,6 +216,14 @@ def test_kv_cache_append_and_mask():
 def test_mha_bad_arguments(kwargs, message):
   with pytest.raises(ValueError, match=message):
     MultiHeadAttention(**kwargs, rngs=nnx.Rngs(0))
+
+
+def test_mha_rejects_a_non_bool_is_causal_with_and_without_cache():
+  mha = MultiHeadAttention(12, 4, rngs=nnx.Rngs(0))
+  with pytest.raises(TypeError, match="is_causal must be a Python bool"):
+    mha(jnp.ones((1, 3, 12)), is_causal=1)
+  with pytest.raises(TypeError, match="is_causal must be a Python bool"):
+    mha(jnp.ones((1, 3, 12)), is_causal=1, cache=mha.init_cache(1, 4))
 
 
 def test_mha_rejects_wrong_width_and_cross_cache():

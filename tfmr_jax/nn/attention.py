@@ -4,10 +4,20 @@ Dimension key:
   B batch   T query length   S key/value length   N query heads   K kv heads   H head dim
   D model dim
 
+The math goes through one protocol, so a faster op drops in without touching a module:
+
+    attention_fn(q_BTNH, k_BSKH, v_BSKH, *, mask, bias, is_causal) -> out_BTNH
+
+with `tj.attention`'s semantics: `mask` bool (True = may attend) or None, `bias` float
+or None, both broadcastable to [B, N, T, S]; `is_causal` a Python bool, True meaning
+query t sees key s <= t + (S - T), ANDed with `mask`. Modules and models pass it
+through: causal self-attention says `is_causal=True` instead of building a causal
+mask, so an op that knows the structure (the tiled one) skips the masked half.
+
 Attention maps come back through one mechanism: `return_attention=True` makes a call
 return `(output, attention_BNTS)` as well. The maps are computed by
-`tj.attention_weights` (the reference op) from the same queries, keys and mask, so
-they are the same whatever `attention_fn` runs the forward pass.
+`tj.attention_weights` (the reference op) from the same queries, keys, mask and
+is_causal, so they are the same whatever `attention_fn` runs the forward pass.
 """
 
 from collections.abc import Callable
@@ -18,6 +28,7 @@ from flax import nnx
 from tfmr_jax.nn.dropout import check_dropout, make_dropout
 from tfmr_jax.nn.kv_cache import KVCache
 from tfmr_jax.ops import attention, attention_weights, combine_masks
+from tfmr_jax.ops.attention import check_is_causal
 from tfmr_jax.ops.guards import check_floating, check_positive, check_rank
 
 _default_init = nnx.initializers.lecun_normal()
@@ -41,10 +52,12 @@ class SingleHeadAttention(nnx.Module):
     self.key = nnx.Linear(d_model, d_k, use_bias=use_bias, rngs=rngs)
     self.value = nnx.Linear(d_model, d_v, use_bias=use_bias, rngs=rngs)
 
-  def __call__(self, x_BTD, context_BSD=None, *, mask=None, return_attention: bool = False):
+  def __call__(self, x_BTD, context_BSD=None, *, mask=None, is_causal: bool = False,
+               return_attention: bool = False):
     """x_BTD: queries' input; context_BSD: keys' and values' input (default x_BTD).
 
     mask: bool, True = may attend, broadcastable to [B, 1, T, S].
+    is_causal: query t sees key s <= t + (S - T) only, ANDed with `mask`.
     """
     check_rank("x_BTD", x_BTD, 3, "[B, T, D]")
     context_BSD = x_BTD if context_BSD is None else context_BSD
@@ -54,16 +67,17 @@ class SingleHeadAttention(nnx.Module):
     v_BS1H = self.value(context_BSD)[:, :, None, :]
     probs_B1TS = None
     if self.d_v == self.d_k:
-      out_BT1H = self.attention_fn(q_BT1H, k_BS1H, v_BS1H, mask=mask)
+      out_BT1H = self.attention_fn(q_BT1H, k_BS1H, v_BS1H, mask=mask, bias=None,
+                                   is_causal=is_causal)
     else:
       # attention ops take one head dim for k and v; with d_v != d_k weight the values here.
-      probs_B1TS = attention_weights(q_BT1H, k_BS1H, mask=mask)
+      probs_B1TS = attention_weights(q_BT1H, k_BS1H, mask=mask, is_causal=is_causal)
       out_BT1H = jnp.einsum("BNTS,BSNH->BTNH", probs_B1TS.astype(v_BS1H.dtype), v_BS1H)
     out_BTH = out_BT1H[:, :, 0, :]
     if not return_attention:
       return out_BTH
     if probs_B1TS is None:
-      probs_B1TS = attention_weights(q_BT1H, k_BS1H, mask=mask)
+      probs_B1TS = attention_weights(q_BT1H, k_BS1H, mask=mask, is_causal=is_causal)
     return out_BTH, probs_B1TS
 
 
@@ -71,8 +85,8 @@ class MultiHeadAttention(nnx.Module):
   """Multi-head attention with grouped-query (1 < K < N) and multi-query (K = 1) variants.
 
   Projects to N query heads and K key/value heads of size H, calls
-  `attention_fn(q_BTNH, k_BSKH, v_BSKH, mask=, bias=)`, concatenates the heads and
-  applies the output projection.
+  `attention_fn(q_BTNH, k_BSKH, v_BSKH, mask=, bias=, is_causal=)`, concatenates the
+  heads and applies the output projection.
 
   Args:
     d_model: input and output width D.
@@ -136,22 +150,25 @@ class MultiHeadAttention(nnx.Module):
     v_BSKH = self.value(context_BSD).reshape(B, S, self.num_kv_heads, self.head_dim)
     return k_BSKH, v_BSKH
 
-  def attend(self, x_BTD, k_BSKH, v_BSKH, *, mask=None, bias=None, return_attention: bool = False):
+  def attend(self, x_BTD, k_BSKH, v_BSKH, *, mask=None, bias=None, is_causal: bool = False,
+             return_attention: bool = False):
     """Queries from `x_BTD` against given keys and values.
 
+    is_causal: query t sees key s <= t + (S - T) only, ANDed with `mask`.
     Returns out_BTD, or (out_BTD, attn_BNTS) with return_attention.
     """
     self._check_input("x_BTD", x_BTD)
     B, T, _ = x_BTD.shape
     q_BTNH = self.query(x_BTD).reshape(B, T, self.num_heads, self.head_dim)
-    out_BTNH = self.attention_fn(q_BTNH, k_BSKH, v_BSKH, mask=mask, bias=bias)
+    out_BTNH = self.attention_fn(q_BTNH, k_BSKH, v_BSKH, mask=mask, bias=bias,
+                                 is_causal=is_causal)
     out_BTD = self.dropout(self.out(out_BTNH.reshape(B, T, self.num_heads * self.head_dim)))
     if not return_attention:
       return out_BTD
-    return out_BTD, attention_weights(q_BTNH, k_BSKH, mask=mask, bias=bias)
+    return out_BTD, attention_weights(q_BTNH, k_BSKH, mask=mask, bias=bias, is_causal=is_causal)
 
-  def __call__(self, x_BTD, context_BSD=None, *, mask=None, bias=None, cache: KVCache | None = None,
-               return_attention: bool = False):
+  def __call__(self, x_BTD, context_BSD=None, *, mask=None, bias=None, is_causal: bool = False,
+               cache: KVCache | None = None, return_attention: bool = False):
     """Self-attention (context_BSD None) or cross-attention over context_BSD.
 
     Args:
@@ -160,6 +177,9 @@ class MultiHeadAttention(nnx.Module):
       mask: bool, True = may attend, broadcastable to [B, N, T, S] (S = cache
         length when a cache is given).
       bias: additive logits bias, broadcastable to [B, N, T, S].
+      is_causal: query t sees key s <= t + (S - T) only, ANDed with `mask`; causal
+        self-attention without building a mask. With a cache it adds nothing: the
+        cache's own causal mask (over the filled slots) applies whatever it says.
       cache: self-attention decoding. The T new positions are appended to the
         cache and attend causally to everything cached so far (`mask` is ANDed on).
       return_attention: also return the attention weights [B, N, T, S].
@@ -170,7 +190,7 @@ class MultiHeadAttention(nnx.Module):
     if cache is None:
       source_BSD = x_BTD if context_BSD is None else context_BSD
       k_BSKH, v_BSKH = self.project_kv(source_BSD)
-      return self.attend(x_BTD, k_BSKH, v_BSKH, mask=mask, bias=bias,
+      return self.attend(x_BTD, k_BSKH, v_BSKH, mask=mask, bias=bias, is_causal=is_causal,
                          return_attention=return_attention)
     if context_BSD is not None:
       raise ValueError(
@@ -179,6 +199,8 @@ class MultiHeadAttention(nnx.Module):
       )
     k_BTKH, v_BTKH = self.project_kv(x_BTD)
     cache = cache.append(k_BTKH, v_BTKH)
+    # is_causal is validated, not applied: the cache's mask below is causal already.
+    check_is_causal(is_causal, T=x_BTD.shape[1], S=cache.max_len)
     mask = combine_masks(cache.causal_mask(x_BTD.shape[1]), mask)
     result = self.attend(x_BTD, cache.k_BSKH, cache.v_BSKH, mask=mask, bias=bias,
                          return_attention=return_attention)

@@ -28,7 +28,7 @@ def _unpack(result, return_attention: bool, cached: bool):
 
 
 class EncoderBlock(nnx.Module):
-  """Self-attention then feed-forward: the encoder layer, and with a causal mask the GPT layer.
+  """Self-attention then feed-forward: the encoder layer, and with is_causal=True the GPT layer.
 
   Args are those of the sublayers; `norm` is "post" (the paper) or "pre" (GPT-2),
   `dropout` the residual dropout after each sublayer, `ln_eps` the LayerNorm epsilon.
@@ -49,11 +49,15 @@ class EncoderBlock(nnx.Module):
     self.feed_forward_residual = Residual(d_model, norm=norm, dropout=dropout, epsilon=ln_eps,
                                           rngs=rngs)
 
-  def __call__(self, x_BTD, *, mask=None, cache: KVCache | None = None,
+  def __call__(self, x_BTD, *, mask=None, is_causal: bool = False, cache: KVCache | None = None,
                return_attention: bool = False):
-    """mask: bool [B, N, T, S]-broadcastable. With a cache, attention is causal over it."""
+    """mask: bool [B, N, T, S]-broadcastable; is_causal: position t sees positions <= t only.
+
+    With a cache, attention is causal over it (whatever is_causal says).
+    """
     def sublayer(h_BTD):
-      return self.attention(h_BTD, mask=mask, cache=cache, return_attention=return_attention)
+      return self.attention(h_BTD, mask=mask, is_causal=is_causal, cache=cache,
+                            return_attention=return_attention)
 
     result = self.attention_residual(x_BTD, sublayer)
     x_BTD, attn, cache = _unpack(result, return_attention, cache is not None)
@@ -81,8 +85,8 @@ class DecoderBlock(nnx.Module):
     self.feed_forward = FeedForward(d_model, d_ff, activation=activation, rngs=rngs)
     self.feed_forward_residual = residual()
 
-  def __call__(self, x_BTD, memory_kv, *, self_mask=None, cross_mask=None,
-               cache: KVCache | None = None, return_attention: bool = False):
+  def __call__(self, x_BTD, memory_kv, *, self_mask=None, is_causal: bool = False,
+               cross_mask=None, cache: KVCache | None = None, return_attention: bool = False):
     """One decoder layer.
 
     Args:
@@ -90,14 +94,17 @@ class DecoderBlock(nnx.Module):
       memory_kv: (k_BSKH, v_BSKH) of the encoder memory, from
         `self.cross_attention.project_kv(memory_BSD)` (computed once when decoding).
       self_mask: bool, broadcastable to [B, N, T, T] (or [B, N, T, cache length]).
+      is_causal: self-attention sees positions <= t only (ANDed with self_mask);
+        the decoder's rule, without a mask array. Cross-attention is never causal.
       cross_mask: bool, broadcastable to [B, N, T, S], e.g. source padding.
-      cache: self-attention KV cache; attention is then causal over it.
+      cache: self-attention KV cache; attention is then causal over it (whatever
+        is_causal says).
 
     Returns:
       (x_BTD, (self_attn_BNTT, cross_attn_BNTS) or None, cache or None).
     """
     def self_sublayer(h_BTD):
-      return self.self_attention(h_BTD, mask=self_mask, cache=cache,
+      return self.self_attention(h_BTD, mask=self_mask, is_causal=is_causal, cache=cache,
                                  return_attention=return_attention)
 
     result = self.self_attention_residual(x_BTD, self_sublayer)
