@@ -31,7 +31,7 @@ from tfmr_jax.nn import (
   make_dropout,
 )
 from tfmr_jax.nn.residual import check_norm
-from tfmr_jax.ops import attention, causal_mask, combine_masks
+from tfmr_jax.ops import attention
 from tfmr_jax.ops.guards import check_positive, check_rank
 
 
@@ -127,15 +127,16 @@ class EncoderDecoderTransformer(nnx.Module):
       x_BSD = self.encoder_norm(x_BSD)
     return (x_BSD, maps) if return_attention else x_BSD
 
-  def _decoder_stack(self, tgt_BT, offset, cross_kv, *, self_mask, cross_mask, caches,
+  def _decoder_stack(self, tgt_BT, offset, cross_kv, *, self_mask, is_causal, cross_mask, caches,
                      return_attention):
     T = tgt_BT.shape[1]
     y_BTD = self._tgt_embedding(tgt_BT) + self.tgt_positions(offset + jnp.arange(T))[None]
     y_BTD = self.tgt_dropout(y_BTD)
     maps, new_caches = [], []
     for layer, kv, cache in zip(self.decoder_layers, cross_kv, caches, strict=True):
-      y_BTD, attn, cache = layer(y_BTD, kv, self_mask=self_mask, cross_mask=cross_mask,
-                                 cache=cache, return_attention=return_attention)
+      y_BTD, attn, cache = layer(y_BTD, kv, self_mask=self_mask, is_causal=is_causal,
+                                 cross_mask=cross_mask, cache=cache,
+                                 return_attention=return_attention)
       maps.append(attn)
       new_caches.append(cache)
     if self.decoder_norm is not None:
@@ -151,15 +152,14 @@ class EncoderDecoderTransformer(nnx.Module):
     """
     check_tokens("tgt_BT", tgt_BT, self.max_len)
     check_rank("memory_BSD", memory_BSD, 3, "[B, S, D]")
-    T = tgt_BT.shape[1]
-    tgt_padding = key_padding_mask("tgt_valid_BT", tgt_valid_BT, tgt_BT)
-    self_mask = combine_masks(causal_mask(T), tgt_padding)
+    # Target padding only: the causal rule comes from is_causal=True, without a [T, T] mask.
+    self_mask = key_padding_mask("tgt_valid_BT", tgt_valid_BT, tgt_BT)
     cross_mask = None
     if src_valid_BS is not None:
       cross_mask = key_padding_mask("src_valid_BS", src_valid_BS, memory_BSD[..., 0])
     cross_kv = [layer.cross_attention.project_kv(memory_BSD) for layer in self.decoder_layers]
     logits_BTV, maps, _ = self._decoder_stack(
-      tgt_BT, 0, cross_kv, self_mask=self_mask, cross_mask=cross_mask,
+      tgt_BT, 0, cross_kv, self_mask=self_mask, is_causal=True, cross_mask=cross_mask,
       caches=[None] * len(self.decoder_layers), return_attention=return_attention)
     return (logits_BTV, maps) if return_attention else logits_BTV
 
@@ -203,7 +203,8 @@ class EncoderDecoderTransformer(nnx.Module):
       raise ValueError(
         f"cannot extend by T={tgt_BT.shape[1]} tokens: the cache holds {cache.self_kv[0].max_len}"
       )
+    # Causal through the caches' own masks (over their filled slots).
     logits_BTV, _, self_kv = self._decoder_stack(
-      tgt_BT, cache.self_kv[0].length, cache.cross_kv, self_mask=None,
+      tgt_BT, cache.self_kv[0].length, cache.cross_kv, self_mask=None, is_causal=False,
       cross_mask=cache.cross_mask, caches=cache.self_kv, return_attention=False)
     return logits_BTV, dataclasses.replace(cache, self_kv=self_kv)

@@ -25,7 +25,7 @@ from flax import nnx
 from tfmr_jax.models.encoder import check_tokens
 from tfmr_jax.nn import EncoderBlock, KVCache, PositionEmbedding, TokenEmbedding, make_dropout
 from tfmr_jax.nn.dropout import check_dropout
-from tfmr_jax.ops import attention, causal_mask
+from tfmr_jax.ops import attention
 from tfmr_jax.ops.guards import check_positive
 
 
@@ -96,10 +96,9 @@ class GPT2(nnx.Module):
     """Causal LM logits [B, T, V] (float32); with return_attention also a list of [B, N, T, T]."""
     check_tokens("tokens_BT", tokens_BT, self.config.max_len)
     x_BTD = self._embed(tokens_BT, 0)
-    mask = causal_mask(tokens_BT.shape[1])
     maps = []
     for layer in self.layers:
-      x_BTD, attn_BNTT, _ = layer(x_BTD, mask=mask, return_attention=return_attention)
+      x_BTD, attn_BNTT, _ = layer(x_BTD, is_causal=True, return_attention=return_attention)
       maps.append(attn_BNTT)
     logits_BTV = self.token_embedding.attend(self.final_norm(x_BTD))
     return (logits_BTV, maps) if return_attention else logits_BTV
