@@ -11,7 +11,8 @@ Columns, per case (mode x causal x B x T), all timed in this process, interleave
 round by round so that a busy machine slows every column alike:
   reference  tj.attention(implementation="reference"), [B, N, T, S] logits
   tiled      tfmr_jax.ops.tiled_attention(is_causal=...), O(T) memory
-  auto       tj.attention(mask=tj.causal_mask(T)), implementation=None: what a model gets
+  auto       tj.attention(is_causal=...), implementation=None: what a model gets (timed up
+             to T=8192; beyond, it runs the tiled column's code)
   xla        jax.nn.dot_product_attention(implementation="xla"): the baseline of every ratio
   flax       flax.linen.dot_product_attention (flax.nnx's forwards to jax.nn)
   cudnn      jax.nn.dot_product_attention(implementation="cudnn"), GPU only
@@ -63,7 +64,7 @@ def attention_fn(impl: str, T: int, causal: bool, S: int | None = None):
     "reference": lambda q, k, v: tj.attention(q, k, v, mask=mask(), implementation="reference"),
     "tiled": lambda q, k, v: tiled_attention(q, k, v, is_causal=causal),
     "tiled-mask": lambda q, k, v: tj.attention(q, k, v, mask=mask(), implementation="tiled"),
-    "auto": lambda q, k, v: tj.attention(q, k, v, mask=mask()),
+    "auto": lambda q, k, v: tj.attention(q, k, v, is_causal=causal),
     "xla": lambda q, k, v: jax.nn.dot_product_attention(
       q, k, v, is_causal=causal, implementation="xla"
     ),
@@ -99,11 +100,11 @@ def flops(mode: str, B: int, T: int, causal: bool) -> float:
 def estimated_bytes(impl: str, mode: str, B: int, T: int, causal: bool, dtype) -> float:
   """Rough peak memory of a case, to skip what cannot fit (not a measurement)."""
   io = 4 * B * T * N_HEADS * HEAD_DIM * 4 * (2 if mode == "fwd+bwd" else 1)
-  mask = T * T if causal and impl in ("reference", "auto", "flax") else 0
+  mask = T * T if causal and impl in ("reference", "flax") else 0
   if impl in QUADRATIC or (impl == "auto" and resolved_auto(B, T, dtype) != "tiled"):
     logits = 4.0 * B * N_HEADS * T * T
     return io + mask + logits * (3.0 if mode == "fwd" else 6.5)
-  return io + mask + (3 * mask if impl == "auto" else 0)  # auto summarises the mask blocks
+  return io
 
 
 def resolved_auto(B: int, T: int, dtype) -> str:
@@ -153,6 +154,12 @@ def time_case(mode, B, T, causal, impls, args) -> dict:
   for impl in impls:
     if B * T > args.max_tokens:
       rows[impl] = {"skipped": f"B*T above --max-tokens={args.max_tokens}"}
+      continue
+    if B > 1 and T > args.batch_max_T:
+      rows[impl] = {"skipped": f"B > 1 timed up to T={args.batch_max_T}"}
+      continue
+    if impl == "auto" and T > args.auto_max_T and resolved_auto(B, T, dtype) == "tiled":
+      rows[impl] = {"skipped": "same code as tiled here"}
       continue
     need = estimated_bytes(impl, mode, B, T, causal, dtype)
     budget = min(args.mem_budget_gib * GIB, available_bytes() - 2 * GIB)
@@ -216,34 +223,49 @@ def accuracy(B: int, T: int, causal: bool) -> dict:
   return {"T": T, "causal": causal, "forward_max_abs": fwd, "gradient_max_abs": bwd}
 
 
-def crossover_sweep(args) -> list[dict]:
-  """Short shapes, B=1: which implementation is fastest where None must choose.
+CROSSOVER_IMPLS = ("reference", "tiled", "tiled-mask", "xla")
 
-  The tiled column here is tj.attention(mask=..., implementation="tiled"), the path
-  implementation=None takes (a mask array, not the is_causal flag).
+
+def crossover_sweep(args) -> list[dict]:
+  """Short shapes, B=1 and B=8: which implementation is fastest where None must choose.
+
+  "tiled" takes the causal rule from is_causal (what models pass), "tiled-mask" from a
+  mask array (what a padded or custom mask gets). T=1 rows are decoding steps.
   """
   shapes = [(T, T) for T in (16, 32, 64, 128, 256, 512)] + [(1, S) for S in (64, 512, 4096)]
-  impls = ("reference", "tiled-mask", "xla")
   rows = []
   for mode in args.modes:
-    for T, S in shapes:
-      for causal in (False, True):
-        runnable = {
-          i: compiled_case(i, mode, 1, T, causal, jnp.dtype(args.dtype), S) for i in impls
-        }
-        times = {i: [] for i in impls}
-        for compiled, inputs in runnable.values():
-          jax.block_until_ready(compiled(*inputs))
-        for _ in range(max(args.reps, 9)):
-          for i, (compiled, inputs) in runnable.items():
-            start = time.perf_counter()
+    for B in args.B:
+      for T, S in shapes:
+        for causal in (False, True):
+          runnable = {
+            i: compiled_case(i, mode, B, T, causal, jnp.dtype(args.dtype), S)
+            for i in CROSSOVER_IMPLS
+          }
+          times = {i: [] for i in runnable}
+          for compiled, inputs in runnable.values():
             jax.block_until_ready(compiled(*inputs))
-            times[i].append(time.perf_counter() - start)
-        ms = {i: 1e3 * statistics.median(t) for i, t in times.items()}
-        rows.append(
-          {"mode": mode, "T": T, "S": S, "causal": causal, "ms": ms, "fastest": min(ms, key=ms.get)}
-        )
-        print("crossover", rows[-1], flush=True)
+          rng = np.random.default_rng(T * 7 + S + B)
+          for _ in range(max(args.reps, 9)):
+            for i in rng.permutation(list(runnable)):
+              compiled, inputs = runnable[i]
+              jax.block_until_ready(compiled(*inputs))
+              start = time.perf_counter()
+              jax.block_until_ready(compiled(*inputs))
+              times[i].append(time.perf_counter() - start)
+          ms = {i: 1e3 * statistics.median(t) for i, t in times.items()}
+          rows.append(
+            {
+              "mode": mode,
+              "B": B,
+              "T": T,
+              "S": S,
+              "causal": causal,
+              "ms": ms,
+              "fastest": min(ms, key=ms.get),
+            }
+          )
+          print("crossover", rows[-1], flush=True)
   return rows
 
 
@@ -312,6 +334,10 @@ def measure_memory(impl, mode, B, T, causal, args) -> dict:
   dtype = jnp.dtype(args.dtype)
   if B * T > args.max_tokens and not (B == 1 and impl == "tiled"):
     return {"skipped": f"B*T above --max-tokens={args.max_tokens}"}
+  if B > 1 and T > args.batch_max_T:
+    return {"skipped": f"B > 1 measured up to T={args.batch_max_T}"}
+  if impl == "auto" and T > args.auto_max_T and resolved_auto(B, T, dtype) == "tiled":
+    return {"skipped": "same code as tiled here"}
   need = estimated_bytes(impl, mode, B, T, causal, dtype)
   budget = min(args.mem_budget_gib * GIB, available_bytes() - 2 * GIB)
   if need > budget:
@@ -511,17 +537,16 @@ def markdown(results: dict) -> str:
   if results.get("crossover_sweep"):
     lines += [
       "",
-      "Short shapes, B=1 (ms; tiled = tj.attention(mask=..., implementation='tiled')):",
+      "Short shapes (ms; tiled-mask = the causal rule as a mask array, T=1 = decoding):",
       "",
-      "| mode | T | S | causal | reference | tiled | xla | fastest |",
-      "|---|---|---|---|---|---|---|---|",
+      "| mode | B | T | S | causal | " + " | ".join(CROSSOVER_IMPLS) + " | fastest |",
+      "|---|---|---|---|---|" + "---|" * len(CROSSOVER_IMPLS) + "---|",
     ]
     for r in results["crossover_sweep"]:
-      ms = r["ms"]
+      cells = " | ".join(f"{r['ms'][i]:.3f}" for i in CROSSOVER_IMPLS)
       lines.append(
-        f"| {r['mode']} | {r['T']} | {r['S']} | {'yes' if r['causal'] else 'no'} | "
-        f"{ms['reference']:.3f} | {ms['tiled-mask']:.3f} | {ms['xla']:.3f} | "
-        f"{r['fastest']} |"
+        f"| {r['mode']} | {r['B']} | {r['T']} | {r['S']} | {'yes' if r['causal'] else 'no'} | "
+        f"{cells} | {r['fastest']} |"
       )
   lines += ["", "Targets:", "", "| target | measured | met |", "|---|---|---|"]
   for c in results["targets"]:
@@ -631,6 +656,10 @@ def parse_args(argv=None):
   p.add_argument("--mem-budget-gib", type=float, default=16.0)
   p.add_argument("--max-call-s", type=float, default=300.0)
   p.add_argument("--max-tokens", type=int, default=65536, help="skip cases with B*T above this")
+  p.add_argument("--batch-max-T", type=int, default=2048, help="time B > 1 only up to this T")
+  p.add_argument(
+    "--auto-max-T", type=int, default=8192, help="time auto up to this T where it runs tiled"
+  )
   p.add_argument("--child-timeout-s", type=float, default=3600.0)
   p.add_argument("--out", default=str(RESULTS / "bench_attention"), help="path prefix")
   return p.parse_args(argv)
