@@ -255,3 +255,24 @@ def test_bad_arguments_name_the_field():
     tiled_attention(q, k, v, mask=jnp.ones((T, S)))
   with pytest.raises(ValueError, match="k_BSKH"):
     tiled_attention(q, k[..., :3], v[..., :3])
+
+
+@pytest.mark.parametrize("is_causal", [False, True])
+def test_gradient_of_a_plain_sum_at_default_blocks(is_causal):
+  """d sum(out) / d(q, k, v): a constant cotangent, one 128 x 128 block, as benchmarks take it.
+
+  XLA's CPU backend once fed that broadcast cotangent to the backward as uninitialised
+  memory (dQ and dK of 1e21-1e30); the reference's autodiff is the independent check.
+  """
+  T_ = S_ = 128
+  rng = np.random.default_rng(11)
+  q, k, v = (jnp.asarray(rng.normal(size=(1, T_, 8, 64)), jnp.float32) for _ in range(3))
+  mask = tj.causal_mask(T_) if is_causal else None
+
+  def grads(attend):
+    return jax.jit(jax.grad(lambda q, k, v: jnp.sum(attend(q, k, v)), argnums=(0, 1, 2)))(q, k, v)
+
+  got = grads(lambda q, k, v: tiled_attention(q, k, v, is_causal=is_causal))
+  want = grads(lambda q, k, v: reference(q, k, v, mask=mask))
+  for name, g, w in zip(("dq", "dk", "dv"), got, want, strict=True):
+    np.testing.assert_allclose(g, w, atol=5e-5, rtol=5e-5, err_msg=name)

@@ -334,6 +334,10 @@ def _backward(plan: _Plan, res, dout_IZRH):
   """
   q_IZRH, k_JZCH, v_JZCH, scale, mask_bKGts, bias_bKGts, out_IZRH, lse_IZR = res
   _, Z, R, H = q_IZRH.shape
+  # A constant cotangent (the gradient of sum(out)) reaches us as a broadcast; XLA's CPU
+  # backend (jax 0.10.2) then computed dQ and dK from uninitialised memory for a single
+  # 128 x 128 block. Materialising it first costs one copy of dO and avoids that.
+  dout_IZRH = lax.optimization_barrier(dout_IZRH)
   kinds_IJ, start_I, stop_I = _block_kinds_IJ(plan, mask_bKGts)
   kT_JZHC = jnp.swapaxes(k_JZCH, -1, -2)
   qs_IZRH = _scaled_queries(q_IZRH, scale, plan)
