@@ -276,3 +276,46 @@ def test_gradient_of_a_plain_sum_at_default_blocks(is_causal):
   want = grads(lambda q, k, v: reference(q, k, v, mask=mask))
   for name, g, w in zip(("dq", "dk", "dv"), got, want, strict=True):
     np.testing.assert_allclose(g, w, atol=5e-5, rtol=5e-5, err_msg=name)
+
+
+@pytest.mark.parametrize("mask_name", ["causal+padding", "random"])
+def test_batch_chunks_match_reference(monkeypatch, mask_name):
+  """A batch run in chunks of one sequence (as large batches are): outputs and gradients.
+
+  The padding mask has a batch axis (split with the batch), the bias none (shared).
+  """
+  from tfmr_jax.ops import tiled_attention as module
+
+  monkeypatch.setattr(module, "MAX_PASS_LOGITS", 1)
+  q, k, v = qkv(3, seed=12)
+  rng = np.random.default_rng(13)
+  w = jnp.asarray(rng.normal(size=(B, T, N, H)), jnp.float32)
+  bias = jnp.asarray(rng.normal(size=(1, N, T, S)), jnp.float32)
+  ref_mask, mask, is_causal = mask_cases()[mask_name]
+  tiled = loss_fn(
+    lambda q, k, v, b, s: tiled_attention(
+      q, k, v, mask=mask, bias=b, scale=s, is_causal=is_causal, q_block=4, kv_block=5
+    ),
+    w,
+  )
+  ref = loss_fn(lambda q, k, v, b, s: reference(q, k, v, mask=ref_mask, bias=b, scale=s), w)
+  args = (q, k, v, bias, jnp.float32(0.3))
+  np.testing.assert_allclose(jax.jit(tiled)(*args), jax.jit(ref)(*args), atol=1e-4, rtol=1e-5)
+  grads = jax.jit(jax.grad(tiled, argnums=(0, 1, 2, 3, 4)))(*args)
+  expected = jax.jit(jax.grad(ref, argnums=(0, 1, 2, 3, 4)))(*args)
+  for name, got, want in zip(("dq", "dk", "dv", "dbias", "dscale"), grads, expected, strict=True):
+    np.testing.assert_allclose(got, want, atol=5e-5, rtol=5e-5, err_msg=name)
+
+
+def test_batch_chunk_divides_the_batch_and_respects_the_budget():
+  from tfmr_jax.ops.tiled_attention import MAX_PASS_LOGITS, _batch_chunk
+
+  assert _batch_chunk(1, 8, 512, 256) == 1
+  assert _batch_chunk(8, 8, 128, 128) == 8  # 8 * 8 * 128 * 128 = MAX_PASS_LOGITS
+  assert _batch_chunk(8, 8, 512, 256) == 1
+  assert _batch_chunk(64, 6, 256, 256) == 2  # the baby char-LM: 2 sequences a pass
+  assert _batch_chunk(7, 8, 128, 256) == 1  # 4 would fit, but 7 is prime
+  for B_, N_, Q_, C_ in [(12, 4, 64, 64), (64, 6, 256, 256), (9, 2, 300, 256)]:
+    chunk = _batch_chunk(B_, N_, Q_, C_)
+    assert B_ % chunk == 0
+    assert chunk == 1 or chunk * N_ * Q_ * C_ <= MAX_PASS_LOGITS
