@@ -618,7 +618,8 @@ def plot(results: dict, path: Path) -> None:
       title=f"{mode}, B=1, N={N_HEADS}, H={HEAD_DIM}",
     )
     ax.grid(True, which="both", alpha=0.3)
-  axes[1].legend(fontsize=7, ncol=2)
+  if axes[1].get_legend_handles_labels()[0]:
+    axes[1].legend(fontsize=7, ncol=2)
   ax = axes[2]
   for impl in IMPLS:
     pts = sorted(
@@ -636,7 +637,8 @@ def plot(results: dict, path: Path) -> None:
     title="memory, fwd+bwd, causal, B=1",
   )
   ax.grid(True, which="both", alpha=0.3)
-  ax.legend(fontsize=7)
+  if ax.get_legend_handles_labels()[0]:  # --no-memory: an empty panel
+    ax.legend(fontsize=7)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
 
