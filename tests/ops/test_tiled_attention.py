@@ -264,7 +264,7 @@ def test_gradient_of_a_plain_sum_at_default_blocks(is_causal):
   XLA's CPU backend once fed that broadcast cotangent to the backward as uninitialised
   memory (dQ and dK of 1e21-1e30); the reference's autodiff is the independent check.
   """
-  T_ = S_ = 128
+  T_ = 128
   rng = np.random.default_rng(11)
   q, k, v = (jnp.asarray(rng.normal(size=(1, T_, 8, 64)), jnp.float32) for _ in range(3))
   mask = tj.causal_mask(T_) if is_causal else None
