@@ -138,6 +138,20 @@ def available_bytes() -> float:
 
 
 # -------------------------------------------------------------------------- ceiling
+def environment(dtype, command: str) -> dict:
+  """Where and how a benchmark ran, for the head of its report."""
+  return {
+    "backend": jax.default_backend(),
+    "device": str(jax.devices()[0].device_kind),
+    "jax": jax.__version__,
+    "dtype": jnp.dtype(dtype).name,
+    "python": platform.python_version(),
+    "cpus": os.cpu_count(),
+    "date": time.strftime("%Y-%m-%d %H:%M"),
+    "command": command,
+  }
+
+
 def matmul_ceiling(dtype, reps: int) -> dict:
   """Best rate of jnp.dot on square matrices, n = 2048..4096, medians of `reps` calls."""
   rates = {}
@@ -692,16 +706,7 @@ def main(argv=None):
   args.ceiling = before["flops_per_s"]
   print(f"matmul ceiling {rate(args.ceiling)}", flush=True)
   results = {
-    "environment": {
-      "backend": backend,
-      "device": str(jax.devices()[0].device_kind),
-      "jax": jax.__version__,
-      "dtype": dtype.name,
-      "python": platform.python_version(),
-      "cpus": os.cpu_count(),
-      "date": time.strftime("%Y-%m-%d %H:%M"),
-      "command": " ".join(["python"] + sys.argv),
-    },
+    "environment": environment(dtype, " ".join(["python"] + sys.argv)),
     "ceiling_before": before,
     "timing": {},
     "memory": {},

@@ -58,7 +58,6 @@ import argparse
 import importlib.util
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -72,7 +71,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from experiments.bench_attention import matmul_ceiling, rate  # noqa: E402
+from experiments.bench_attention import environment, matmul_ceiling, rate  # noqa: E402
 from tfmr_jax import config as config_lib  # noqa: E402
 from tfmr_jax.models import count_params  # noqa: E402
 from tfmr_jax.ops.implementations import (  # noqa: E402
@@ -444,17 +443,9 @@ def main(argv=None) -> dict:
   print(f"backend={backend} dtype={dtype} recipes={args.recipes} impls={args.impls}", flush=True)
   before = matmul_ceiling(dtype, min(args.reps, 5))
   print(f"matmul ceiling {rate(before['flops_per_s'])}", flush=True)
+  command = " ".join(["python"] + (sys.argv if argv is None else ["bench_train.py", *argv]))
   results = {
-    "environment": {
-      "backend": backend,
-      "device": str(jax.devices()[0].device_kind),
-      "jax": jax.__version__,
-      "dtype": dtype.name,
-      "python": platform.python_version(),
-      "cpus": os.cpu_count(),
-      "date": time.strftime("%Y-%m-%d %H:%M"),
-      "command": " ".join(["python"] + (sys.argv if argv is None else ["bench_train.py", *argv])),
-    },
+    "environment": environment(dtype, command),
     "ceiling_before": before,
     "recipes": {},
   }

@@ -459,10 +459,15 @@ def _pad_axis(x, axis: int, length: int, value):
   return jnp.pad(x, widths, constant_values=value)
 
 
+def _rank4(x):
+  """A broadcastable [.., N, T, S] array with leading axes of size 1 added up to rank 4."""
+  x = jnp.asarray(x)
+  return x.reshape((1,) * (4 - x.ndim) + x.shape)
+
+
 def _as_bnts(x, plan: _Plan, *, pad_queries, pad_keys):
   """A broadcastable [.., N, T, S] array as rank 4 with its T and S axes padded to blocks."""
-  x = jnp.asarray(x)
-  x = x.reshape((1,) * (4 - x.ndim) + x.shape)
+  x = _rank4(x)
   if x.shape[2] > 1:
     x = _pad_axis(x, 2, plan.I * plan.Q, pad_queries)
   if x.shape[3] > 1:
@@ -554,10 +559,7 @@ def _in_batch_chunks(chunk: int, q_BTNH, k_BSKH, v_BSKH, *, mask, bias, scale, *
   def split(x):
     return x.reshape((B // chunk, chunk) + x.shape[1:])
 
-  def rank4(x):
-    return None if x is None else jnp.asarray(x).reshape((1,) * (4 - jnp.ndim(x)) + jnp.shape(x))
-
-  mask, bias = rank4(mask), rank4(bias)
+  mask, bias = (None if x is None else _rank4(x) for x in (mask, bias))
   per_sequence = {name: x for name, x in (("mask", mask), ("bias", bias))
                   if x is not None and x.shape[0] == B}
   shared = {name: x for name, x in (("mask", mask), ("bias", bias)) if name not in per_sequence}
