@@ -22,8 +22,21 @@ def test_flops_follow_the_flash_attention_convention():
 def test_tiny_run_writes_json_markdown_and_plot(tmp_path):
   out = tmp_path / "bench"
   bench_attention.main(
-    ["--T", "16", "--B", "1", "--reps", "1", "--no-memory", "--impls", "tiled", "auto", "xla",
-     "--out", str(out)]
+    [
+      "--T",
+      "16",
+      "--B",
+      "1",
+      "--reps",
+      "1",
+      "--no-memory",
+      "--impls",
+      "tiled",
+      "auto",
+      "xla",
+      "--out",
+      str(out),
+    ]
   )
   results = json.loads(out.with_suffix(".json").read_text())
   for mode in ("fwd", "fwd+bwd"):

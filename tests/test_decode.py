@@ -14,15 +14,26 @@ V = 23
 
 @pytest.fixture(scope="module")
 def gpt():
-  return GPT2(GPT2Config(vocab_size=V, max_len=16, num_layers=2, num_heads=3, d_model=12,
-                         dropout=0.2), rngs=nnx.Rngs(0))
+  return GPT2(
+    GPT2Config(vocab_size=V, max_len=16, num_layers=2, num_heads=3, d_model=12, dropout=0.2),
+    rngs=nnx.Rngs(0),
+  )
 
 
 @pytest.fixture(scope="module")
 def s2s():
-  return EncoderDecoderTransformer(src_vocab_size=11, tgt_vocab_size=V, num_encoder_layers=1,
-                                   num_decoder_layers=2, d_model=12, num_heads=3, d_ff=20,
-                                   max_len=16, dropout=0.2, rngs=nnx.Rngs(1))
+  return EncoderDecoderTransformer(
+    src_vocab_size=11,
+    tgt_vocab_size=V,
+    num_encoder_layers=1,
+    num_decoder_layers=2,
+    d_model=12,
+    num_heads=3,
+    d_ff=20,
+    max_len=16,
+    dropout=0.2,
+    rngs=nnx.Rngs(1),
+  )
 
 
 def eval_forward(model):
@@ -67,8 +78,9 @@ def test_greedy_seq2seq_equals_argmax_of_full_forward(s2s):
   src = jax.random.randint(jax.random.key(0), (2, 7), 0, 11)
   valid = jnp.arange(7)[None, :] < jnp.array([[7], [5]])
   bos = 1
-  out = np.asarray(decode.generate_seq2seq(s2s, src, max_new_tokens=M, bos_id=bos,
-                                           src_valid_BS=valid))
+  out = np.asarray(
+    decode.generate_seq2seq(s2s, src, max_new_tokens=M, bos_id=bos, src_valid_BS=valid)
+  )
   assert out.shape == (2, 1 + M)
   forward = eval_forward(s2s)
   want = np.zeros((2, 1 + M), np.int32)
@@ -82,8 +94,9 @@ def test_greedy_seq2seq_equals_argmax_of_full_forward(s2s):
 def test_sampling(gpt):
   prompt = jnp.array([[3, 1, 4], [1, 5, 9]])
   greedy = decode.generate(gpt, prompt, max_new_tokens=M)
-  top1 = decode.generate(gpt, prompt, max_new_tokens=M, temperature=1.0, top_k=1,
-                         rng=jax.random.key(0))
+  top1 = decode.generate(
+    gpt, prompt, max_new_tokens=M, temperature=1.0, top_k=1, rng=jax.random.key(0)
+  )
   np.testing.assert_array_equal(top1, greedy)
   a = decode.generate(gpt, prompt, max_new_tokens=M, temperature=1.0, rng=jax.random.key(1))
   b = decode.generate(gpt, prompt, max_new_tokens=M, temperature=1.0, rng=jax.random.key(1))
@@ -95,8 +108,9 @@ def test_sampling(gpt):
 
 def test_top_k_samples_stay_in_top_k(gpt, gpt_forward):
   prompt = jnp.array([[2, 7, 3], [8, 1, 1]])
-  out = np.asarray(decode.generate(gpt, prompt, max_new_tokens=M, temperature=5.0, top_k=3,
-                                   rng=jax.random.key(3)))
+  out = np.asarray(
+    decode.generate(gpt, prompt, max_new_tokens=M, temperature=5.0, top_k=3, rng=jax.random.key(3))
+  )
   logits = np.asarray(gpt_forward(jnp.asarray(out)))  # logits[:, t] predicts token t + 1
   for t in range(2, out.shape[1] - 1):
     top3 = np.argsort(logits[:, t], axis=-1)[:, -3:]
@@ -107,19 +121,23 @@ def test_compiles_once(gpt):
   prompt = jnp.array([[5, 6, 7], [8, 9, 10]])
   decode.generate(gpt, prompt, max_new_tokens=M, temperature=0.7, rng=jax.random.key(0))
   before = decode._generate._cache_size()
-  decode.generate(gpt, prompt + 1, max_new_tokens=M, temperature=0.9, top_k=4,
-                  rng=jax.random.key(1))
+  decode.generate(
+    gpt, prompt + 1, max_new_tokens=M, temperature=0.9, top_k=4, rng=jax.random.key(1)
+  )
   assert decode._generate._cache_size() == before
 
 
-@pytest.mark.parametrize("kwargs, message", [
-  (dict(max_new_tokens=0), "max_new_tokens must be a positive int, got 0"),
-  (dict(max_new_tokens=13), r"T=4 \+ max_new_tokens=13 exceeds the model's max_len=16"),
-  (dict(max_new_tokens=2, top_k=0), "top_k must be a positive int, got 0"),
-  (dict(max_new_tokens=2, top_k=24), r"top_k=24 must lie in \[1, vocab_size=23\]"),
-  (dict(max_new_tokens=2, temperature=-1.0), "temperature must be a number >= 0"),
-  (dict(max_new_tokens=2, temperature=1.0), "rng .* is required"),
-])
+@pytest.mark.parametrize(
+  "kwargs, message",
+  [
+    (dict(max_new_tokens=0), "max_new_tokens must be a positive int, got 0"),
+    (dict(max_new_tokens=13), r"T=4 \+ max_new_tokens=13 exceeds the model's max_len=16"),
+    (dict(max_new_tokens=2, top_k=0), "top_k must be a positive int, got 0"),
+    (dict(max_new_tokens=2, top_k=24), r"top_k=24 must lie in \[1, vocab_size=23\]"),
+    (dict(max_new_tokens=2, temperature=-1.0), "temperature must be a number >= 0"),
+    (dict(max_new_tokens=2, temperature=1.0), "rng .* is required"),
+  ],
+)
 def test_generate_bad_arguments(gpt, kwargs, message):
   with pytest.raises(ValueError, match=message):
     decode.generate(gpt, jnp.zeros((1, 4), jnp.int32), **kwargs)
@@ -134,6 +152,10 @@ def test_generate_seq2seq_bad_arguments(s2s):
   with pytest.raises(ValueError, match="max_new_tokens=17 exceeds the model's max_len=16"):
     decode.generate_seq2seq(s2s, src, max_new_tokens=17, bos_id=0)
   with pytest.raises(TypeError, match="prompt_BT must be integer token ids"):
-    decode.generate(GPT2(GPT2Config(vocab_size=5, max_len=4, num_layers=1, num_heads=1,
-                                    d_model=2), rngs=nnx.Rngs(0)), jnp.zeros((1, 2)),
-                    max_new_tokens=1)
+    decode.generate(
+      GPT2(
+        GPT2Config(vocab_size=5, max_len=4, num_layers=1, num_heads=1, d_model=2), rngs=nnx.Rngs(0)
+      ),
+      jnp.zeros((1, 2)),
+      max_new_tokens=1,
+    )

@@ -1,7 +1,7 @@
 """tfmr_jax: readable, tested, jit-compiled Transformers in JAX and Flax NNX.
 
-    import tfmr_jax as tj
-    out_BTNH = tj.attention(q_BTNH, k_BSKH, v_BSKH, mask=tj.causal_mask(T))
+import tfmr_jax as tj
+out_BTNH = tj.attention(q_BTNH, k_BSKH, v_BSKH, mask=tj.causal_mask(T))
 """
 
 import importlib

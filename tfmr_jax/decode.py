@@ -93,19 +93,22 @@ def _generate(graphdef, state, prompt_BT, rng, temperature, top_k, *, max_new_to
   model = _eval_copy(graphdef, state)
   B, T = prompt_BT.shape
   cache = model.init_cache(B, T + max_new_tokens)
-  new_BM = _decode_loop(model, cache, prompt_BT, rng, temperature, top_k,
-                        num_tokens=max_new_tokens, greedy=greedy)
+  new_BM = _decode_loop(
+    model, cache, prompt_BT, rng, temperature, top_k, num_tokens=max_new_tokens, greedy=greedy
+  )
   return jnp.concatenate([prompt_BT, new_BM], axis=1)
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "greedy"))
-def _generate_seq2seq(graphdef, state, src_BS, src_valid_BS, bos_B1, rng, temperature, top_k, *,
-                      max_new_tokens, greedy):
+def _generate_seq2seq(
+  graphdef, state, src_BS, src_valid_BS, bos_B1, rng, temperature, top_k, *, max_new_tokens, greedy
+):
   model = _eval_copy(graphdef, state)
   memory_BSD = model.encode(src_BS, src_valid_BS)
   cache = model.init_cache(memory_BSD, src_valid_BS, max_len=max_new_tokens)
-  new_BM = _decode_loop(model, cache, bos_B1, rng, temperature, top_k,
-                        num_tokens=max_new_tokens, greedy=greedy)
+  new_BM = _decode_loop(
+    model, cache, bos_B1, rng, temperature, top_k, num_tokens=max_new_tokens, greedy=greedy
+  )
   return jnp.concatenate([bos_B1, new_BM], axis=1)
 
 
@@ -115,8 +118,15 @@ def _traced_options(rng, temperature, top_k, vocab_size: int):
   return rng, jnp.float32(temperature), jnp.int32(vocab_size if top_k is None else top_k)
 
 
-def generate(model, prompt_BT, *, max_new_tokens: int, temperature: float = 0.0,
-             top_k: int | None = None, rng=None):
+def generate(
+  model,
+  prompt_BT,
+  *,
+  max_new_tokens: int,
+  temperature: float = 0.0,
+  top_k: int | None = None,
+  rng=None,
+):
   """Continue `prompt_BT` by `max_new_tokens` tokens. Returns [B, T + M] int32, prompt first.
 
   Args:
@@ -140,12 +150,22 @@ def generate(model, prompt_BT, *, max_new_tokens: int, temperature: float = 0.0,
   greedy = _check_sampling(temperature, top_k, rng, vocab_size)
   graphdef, state = nnx.split(model)
   options = _traced_options(rng, temperature, top_k, vocab_size)
-  return _generate(graphdef, state, prompt_BT, *options, max_new_tokens=max_new_tokens,
-                   greedy=greedy)
+  return _generate(
+    graphdef, state, prompt_BT, *options, max_new_tokens=max_new_tokens, greedy=greedy
+  )
 
 
-def generate_seq2seq(model, src_BS, *, max_new_tokens: int, bos_id: int, src_valid_BS=None,
-                     temperature: float = 0.0, top_k: int | None = None, rng=None):
+def generate_seq2seq(
+  model,
+  src_BS,
+  *,
+  max_new_tokens: int,
+  bos_id: int,
+  src_valid_BS=None,
+  temperature: float = 0.0,
+  top_k: int | None = None,
+  rng=None,
+):
   """Translate `src_BS`: the decoder starts from `bos_id`. Returns [B, 1 + M] int32, bos first.
 
   Args:
@@ -173,5 +193,13 @@ def generate_seq2seq(model, src_BS, *, max_new_tokens: int, bos_id: int, src_val
   bos_B1 = jnp.full((src_BS.shape[0], 1), bos_id, jnp.int32)
   graphdef, state = nnx.split(model)
   options = _traced_options(rng, temperature, top_k, vocab_size)
-  return _generate_seq2seq(graphdef, state, src_BS, src_valid_BS, bos_B1, *options,
-                           max_new_tokens=max_new_tokens, greedy=greedy)
+  return _generate_seq2seq(
+    graphdef,
+    state,
+    src_BS,
+    src_valid_BS,
+    bos_B1,
+    *options,
+    max_new_tokens=max_new_tokens,
+    greedy=greedy,
+  )

@@ -118,8 +118,9 @@ def main():
 
   OUT_DIR.mkdir(parents=True, exist_ok=True)
   model.save_pretrained(OUT_DIR, safe_serialization=True)
-  np.savez(OUT_DIR / "logits.npz", tokens=tokens_BT, logits=logits_BTV, prompt=prompt_BT,
-           greedy=greedy_BT)
+  np.savez(
+    OUT_DIR / "logits.npz", tokens=tokens_BT, logits=logits_BTV, prompt=prompt_BT, greedy=greedy_BT
+  )
   versions = {
     "python": platform.python_version(),
     "torch": torch.__version__,

@@ -12,9 +12,20 @@ V, P = 13, 16
 
 
 def make(norm="post", positions="sinusoidal", dropout=0.0, **kwargs):
-  model = TransformerEncoder(vocab_size=V, num_outputs=V, num_layers=2, d_model=12, num_heads=3,
-                             d_ff=20, max_len=P, dropout=dropout, norm=norm, positions=positions,
-                             rngs=nnx.Rngs(0), **kwargs)
+  model = TransformerEncoder(
+    vocab_size=V,
+    num_outputs=V,
+    num_layers=2,
+    d_model=12,
+    num_heads=3,
+    d_ff=20,
+    max_len=P,
+    dropout=dropout,
+    norm=norm,
+    positions=positions,
+    rngs=nnx.Rngs(0),
+    **kwargs,
+  )
   model.eval()
   return model
 
@@ -49,8 +60,18 @@ def test_attention_maps_shape_and_padding():
 
 
 def test_no_head_returns_hidden_states_and_gqa():
-  model = TransformerEncoder(vocab_size=V, num_outputs=None, num_layers=1, d_model=12, num_heads=4,
-                             num_kv_heads=2, d_ff=8, max_len=P, dropout=0.0, rngs=nnx.Rngs(0))
+  model = TransformerEncoder(
+    vocab_size=V,
+    num_outputs=None,
+    num_layers=1,
+    d_model=12,
+    num_heads=4,
+    num_kv_heads=2,
+    d_ff=8,
+    max_len=P,
+    dropout=0.0,
+    rngs=nnx.Rngs(0),
+  )
   assert jax.eval_shape(lambda t: model(t), jnp.zeros((3, 5), jnp.int32)).shape == (3, 5, 12)
   assert model.layers[0].attention.key.kernel.shape == (12, 2 * 3)
 
@@ -64,12 +85,15 @@ def test_dropout_train_and_eval():
   np.testing.assert_array_equal(model(tokens), model(tokens))
 
 
-@pytest.mark.parametrize("kwargs, error, message", [
-  (dict(norm="sandwich"), ValueError, "norm must be one of"),
-  (dict(positions="rotary"), ValueError, "positions must be one of"),
-  (dict(activation="tanh"), ValueError, "activation must be one of .* got 'tanh'"),
-  (dict(num_kv_heads=2), ValueError, "num_kv_heads=2 must divide num_heads=3"),
-])
+@pytest.mark.parametrize(
+  "kwargs, error, message",
+  [
+    (dict(norm="sandwich"), ValueError, "norm must be one of"),
+    (dict(positions="rotary"), ValueError, "positions must be one of"),
+    (dict(activation="tanh"), ValueError, "activation must be one of .* got 'tanh'"),
+    (dict(num_kv_heads=2), ValueError, "num_kv_heads=2 must divide num_heads=3"),
+  ],
+)
 def test_bad_constructor_arguments(kwargs, error, message):
   with pytest.raises(error, match=message):
     make(**kwargs)

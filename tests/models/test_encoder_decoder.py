@@ -12,8 +12,18 @@ VS, VT, P = 11, 13, 16
 
 
 def make(**kwargs):
-  args = dict(src_vocab_size=VS, tgt_vocab_size=VT, num_encoder_layers=2, num_decoder_layers=2,
-              d_model=12, num_heads=3, d_ff=20, max_len=P, dropout=0.0, rngs=nnx.Rngs(0))
+  args = dict(
+    src_vocab_size=VS,
+    tgt_vocab_size=VT,
+    num_encoder_layers=2,
+    num_decoder_layers=2,
+    d_model=12,
+    num_heads=3,
+    d_ff=20,
+    max_len=P,
+    dropout=0.0,
+    rngs=nnx.Rngs(0),
+  )
   model = EncoderDecoderTransformer(**{**args, **kwargs})
   model.eval()
   return model
@@ -91,7 +101,7 @@ def test_cached_decoding_equals_teacher_forcing(s2s, forward, extend, batch, pre
   logits, cache = extend(tgt[:, :prefill], cache)
   np.testing.assert_allclose(logits, full[:, :prefill], atol=1e-5)
   for t in range(prefill, T):
-    logits, cache = extend(tgt[:, t:t + 1], cache)
+    logits, cache = extend(tgt[:, t : t + 1], cache)
     np.testing.assert_allclose(logits[:, 0], full[:, t], atol=1e-5)
 
 
@@ -115,9 +125,15 @@ def test_shared_and_tied_embeddings():
 
 
 def test_paper_defaults():
-  model = nnx.eval_shape(lambda: EncoderDecoderTransformer(
-    src_vocab_size=37000, tgt_vocab_size=37000, max_len=256, share_embeddings=True,
-    rngs=nnx.Rngs(0)))
+  model = nnx.eval_shape(
+    lambda: EncoderDecoderTransformer(
+      src_vocab_size=37000,
+      tgt_vocab_size=37000,
+      max_len=256,
+      share_embeddings=True,
+      rngs=nnx.Rngs(0),
+    )
+  )
   # Vaswani et al. Table 3, base model: 65M parameters.
   assert 60e6 < count_params(model) < 66e6
   assert len(model.encoder_layers) == 6 and len(model.decoder_layers) == 6

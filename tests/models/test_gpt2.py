@@ -72,14 +72,16 @@ def test_cached_decoding_equals_full_recomputation(gpt, jitted, prompt_len):
   logits, cache = extend(tokens[:, :prompt_len], cache)
   np.testing.assert_allclose(logits, full[:, :prompt_len], atol=1e-5)
   for t in range(prompt_len, T):
-    logits, cache = extend(tokens[:, t:t + 1], cache)
+    logits, cache = extend(tokens[:, t : t + 1], cache)
     np.testing.assert_allclose(logits[:, 0], full[:, t], atol=1e-5)
   assert int(cache[0].length) == T
 
 
 def test_gqa_variant_runs_and_caches():
-  model = GPT2(GPT2Config(vocab_size=11, max_len=8, num_layers=1, num_heads=4, d_model=8,
-                          num_kv_heads=1), rngs=nnx.Rngs(0))
+  model = GPT2(
+    GPT2Config(vocab_size=11, max_len=8, num_layers=1, num_heads=4, d_model=8, num_kv_heads=1),
+    rngs=nnx.Rngs(0),
+  )
   tokens = jnp.arange(6).reshape(1, 6)
   cache = model.init_cache(1, 8)
   assert cache[0].k_BSKH.shape == (1, 8, 1, 2)
@@ -87,14 +89,17 @@ def test_gqa_variant_runs_and_caches():
   np.testing.assert_allclose(logits, jax.jit(lambda t: model(t))(tokens), atol=1e-5)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-  (dict(num_heads=5), "num_heads=5 must divide d_model=768"),
-  (dict(num_kv_heads=5), "num_kv_heads=5 must divide num_heads=12"),
-  (dict(vocab_size=0), "vocab_size must be a positive int, got 0"),
-  (dict(d_ff=-3), "d_ff must be a positive int, got -3"),
-  (dict(dropout=-0.1), r"dropout must be a rate in \[0, 1\)"),
-  (dict(ln_eps=0.0), "ln_eps must be a positive float"),
-])
+@pytest.mark.parametrize(
+  "kwargs, message",
+  [
+    (dict(num_heads=5), "num_heads=5 must divide d_model=768"),
+    (dict(num_kv_heads=5), "num_kv_heads=5 must divide num_heads=12"),
+    (dict(vocab_size=0), "vocab_size must be a positive int, got 0"),
+    (dict(d_ff=-3), "d_ff must be a positive int, got -3"),
+    (dict(dropout=-0.1), r"dropout must be a rate in \[0, 1\)"),
+    (dict(ln_eps=0.0), "ln_eps must be a positive float"),
+  ],
+)
 def test_config_validation(kwargs, message):
   with pytest.raises(ValueError, match=message):
     GPT2Config(**kwargs)
@@ -105,14 +110,22 @@ def test_config_default_ff():
   assert GPT2Config(d_model=6, num_heads=2, d_ff=5).d_ff == 5
 
 
-HF_CONFIG = dict(n_embd=12, n_head=3, n_layer=2, n_positions=16, vocab_size=23,
-                 layer_norm_epsilon=1e-5, activation_function="gelu_new")
+HF_CONFIG = dict(
+  n_embd=12,
+  n_head=3,
+  n_layer=2,
+  n_positions=16,
+  vocab_size=23,
+  layer_norm_epsilon=1e-5,
+  activation_function="gelu_new",
+)
 
 
 def hf_state_dict(seed=0):
   rng = np.random.default_rng(seed)
-  return {"transformer." + k: rng.normal(size=s).astype(np.float32)
-          for k, s in _hf_shapes(TINY).items()}
+  return {
+    "transformer." + k: rng.normal(size=s).astype(np.float32) for k, s in _hf_shapes(TINY).items()
+  }
 
 
 def test_from_hf_maps_every_tensor():
@@ -157,8 +170,11 @@ def test_from_hf_missing_key():
 def test_from_hf_wrong_shape():
   sd = hf_state_dict()
   sd["transformer.h.0.attn.c_attn.weight"] = np.zeros((36, 12), np.float32)  # transposed
-  with pytest.raises(ValueError, match=r"'h.0.attn.c_attn.weight'\] has shape \(36, 12\), "
-                                       r"expected \(12, 36\)"):
+  with pytest.raises(
+    ValueError,
+    match=r"'h.0.attn.c_attn.weight'\] has shape \(36, 12\), "
+    r"expected \(12, 36\)",
+  ):
     from_hf(sd, HF_CONFIG)
 
 

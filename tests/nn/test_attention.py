@@ -145,12 +145,12 @@ ATTENTION_FNS = {
 @pytest.mark.parametrize("fn_name", list(ATTENTION_FNS))
 def test_mha_is_causal_matches_oracle_and_maps_follow_the_rule(maybe_jit, fn_name):
   B, T, N, K, D = 2, 7, 4, 2, 12
-  mha = MultiHeadAttention(D, N, num_kv_heads=K, attention_fn=ATTENTION_FNS[fn_name],
-                           rngs=nnx.Rngs(6))
+  mha = MultiHeadAttention(
+    D, N, num_kv_heads=K, attention_fn=ATTENTION_FNS[fn_name], rngs=nnx.Rngs(6)
+  )
   x = jax.random.normal(jax.random.key(7), (B, T, D))
   padding = left_padding(B, T, 2)
-  fn = maybe_jit(lambda x: mha(x, mask=jnp.asarray(padding), is_causal=True,
-                               return_attention=True))
+  fn = maybe_jit(lambda x: mha(x, mask=jnp.asarray(padding), is_causal=True, return_attention=True))
   out, attn = fn(x)
   allowed = np.tril(np.ones((T, T), bool)) & padding
   want_out, want_attn = np_mha(mha, np.asarray(x), np.asarray(x), allowed)
@@ -180,8 +180,9 @@ def test_cached_self_attention_equals_full_causal():
   x = jax.random.normal(jax.random.key(5), (B, T, D))
   full = mha(x, mask=tj.causal_mask(T))
   np.testing.assert_allclose(mha(x, is_causal=True), full, atol=1e-6)
-  step = jax.jit(lambda x, cache, is_causal: mha(x, cache=cache, is_causal=is_causal),
-                 static_argnums=2)
+  step = jax.jit(
+    lambda x, cache, is_causal: mha(x, cache=cache, is_causal=is_causal), static_argnums=2
+  )
   cache = flagged_cache = mha.init_cache(B, T + 2)
   pieces = []
   for start, stop in ((0, 3), (3, 4), (4, 5), (5, 7)):
@@ -206,13 +207,16 @@ def test_kv_cache_append_and_mask():
     cache.append(jnp.ones((2, 1, 2, 3)), jnp.ones((2, 1, 2, 3)))
 
 
-@pytest.mark.parametrize("kwargs, message", [
-  (dict(d_model=10, num_heads=4), "num_heads=4 must divide d_model=10"),
-  (dict(d_model=12, num_heads=4, num_kv_heads=3), "num_kv_heads=3 must divide num_heads=4"),
-  (dict(d_model=12, num_heads=0), "num_heads must be a positive int, got 0"),
-  (dict(d_model=12, num_heads=4, head_dim=-1), "head_dim must be a positive int, got -1"),
-  (dict(d_model=12, num_heads=4, dropout=1.5), r"dropout must be a rate in \[0, 1\), got 1.5"),
-])
+@pytest.mark.parametrize(
+  "kwargs, message",
+  [
+    (dict(d_model=10, num_heads=4), "num_heads=4 must divide d_model=10"),
+    (dict(d_model=12, num_heads=4, num_kv_heads=3), "num_kv_heads=3 must divide num_heads=4"),
+    (dict(d_model=12, num_heads=0), "num_heads must be a positive int, got 0"),
+    (dict(d_model=12, num_heads=4, head_dim=-1), "head_dim must be a positive int, got -1"),
+    (dict(d_model=12, num_heads=4, dropout=1.5), r"dropout must be a rate in \[0, 1\), got 1.5"),
+  ],
+)
 def test_mha_bad_arguments(kwargs, message):
   with pytest.raises(ValueError, match=message):
     MultiHeadAttention(**kwargs, rngs=nnx.Rngs(0))

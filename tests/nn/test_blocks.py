@@ -45,8 +45,9 @@ def test_decoder_block_is_causal_reaches_self_attention_only():
   block = DecoderBlock(D, N, 20, attention_fn=recording(calls), rngs=nnx.Rngs(0))
   x = jax.random.normal(jax.random.key(2), (B, T, D))
   memory_kv = block.cross_attention.project_kv(jax.random.normal(jax.random.key(3), (B, S, D)))
-  flag, maps_flag, _ = block(x, memory_kv, self_mask=padding(), is_causal=True,
-                             return_attention=True)
+  flag, maps_flag, _ = block(
+    x, memory_kv, self_mask=padding(), is_causal=True, return_attention=True
+  )
   mask = tj.combine_masks(tj.causal_mask(T), padding())
   array, maps_array, _ = block(x, memory_kv, self_mask=mask, return_attention=True)
   np.testing.assert_allclose(flag, array, atol=1e-6)

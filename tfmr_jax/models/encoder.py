@@ -57,11 +57,26 @@ class TransformerEncoder(nnx.Module):
     ln_eps: LayerNorm epsilon. scale_embeddings: multiply token embeddings by sqrt(D).
   """
 
-  def __init__(self, *, vocab_size: int, num_outputs: int | None, num_layers: int, d_model: int,
-               num_heads: int, d_ff: int, max_len: int, num_kv_heads: int | None = None,
-               dropout: float = 0.1, norm: str = "post", positions: str = "sinusoidal",
-               activation: str = "relu", attention_fn: Callable = attention,
-               ln_eps: float = 1e-6, scale_embeddings: bool = True, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    *,
+    vocab_size: int,
+    num_outputs: int | None,
+    num_layers: int,
+    d_model: int,
+    num_heads: int,
+    d_ff: int,
+    max_len: int,
+    num_kv_heads: int | None = None,
+    dropout: float = 0.1,
+    norm: str = "post",
+    positions: str = "sinusoidal",
+    activation: str = "relu",
+    attention_fn: Callable = attention,
+    ln_eps: float = 1e-6,
+    scale_embeddings: bool = True,
+    rngs: nnx.Rngs,
+  ):
     check_positive("num_layers", num_layers)
     check_positive("max_len", max_len)
     check_norm(norm)
@@ -71,14 +86,27 @@ class TransformerEncoder(nnx.Module):
     self.token_embedding = TokenEmbedding(vocab_size, d_model, scale=scale_embeddings, rngs=rngs)
     self.position_embedding = PositionEmbedding(max_len, d_model, kind=positions, rngs=rngs)
     self.embedding_dropout = make_dropout(dropout, rngs)
-    self.layers = nnx.List([
-      EncoderBlock(d_model, num_heads, d_ff, num_kv_heads=num_kv_heads, dropout=dropout, norm=norm,
-                   activation=activation, ln_eps=ln_eps, attention_fn=attention_fn, rngs=rngs)
-      for _ in range(num_layers)
-    ])
+    self.layers = nnx.List(
+      [
+        EncoderBlock(
+          d_model,
+          num_heads,
+          d_ff,
+          num_kv_heads=num_kv_heads,
+          dropout=dropout,
+          norm=norm,
+          activation=activation,
+          ln_eps=ln_eps,
+          attention_fn=attention_fn,
+          rngs=rngs,
+        )
+        for _ in range(num_layers)
+      ]
+    )
     self.final_norm = (
       nnx.LayerNorm(d_model, epsilon=ln_eps, use_fast_variance=False, rngs=rngs)
-      if norm == "pre" else None
+      if norm == "pre"
+      else None
     )
     self.head = None if num_outputs is None else nnx.Linear(d_model, num_outputs, rngs=rngs)
 

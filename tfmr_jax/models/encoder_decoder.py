@@ -66,13 +66,29 @@ class EncoderDecoderTransformer(nnx.Module):
       as in `TransformerEncoder`.
   """
 
-  def __init__(self, *, src_vocab_size: int, tgt_vocab_size: int, num_encoder_layers: int = 6,
-               num_decoder_layers: int = 6, d_model: int = 512, num_heads: int = 8,
-               d_ff: int = 2048, dropout: float = 0.1, max_len: int,
-               share_embeddings: bool = False, tie_output: bool | None = None,
-               norm: str = "post", positions: str = "sinusoidal", activation: str = "relu",
-               num_kv_heads: int | None = None, attention_fn: Callable = attention,
-               ln_eps: float = 1e-6, scale_embeddings: bool = True, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    *,
+    src_vocab_size: int,
+    tgt_vocab_size: int,
+    num_encoder_layers: int = 6,
+    num_decoder_layers: int = 6,
+    d_model: int = 512,
+    num_heads: int = 8,
+    d_ff: int = 2048,
+    dropout: float = 0.1,
+    max_len: int,
+    share_embeddings: bool = False,
+    tie_output: bool | None = None,
+    norm: str = "post",
+    positions: str = "sinusoidal",
+    activation: str = "relu",
+    num_kv_heads: int | None = None,
+    attention_fn: Callable = attention,
+    ln_eps: float = 1e-6,
+    scale_embeddings: bool = True,
+    rngs: nnx.Rngs,
+  ):
     check_positive("num_encoder_layers", num_encoder_layers)
     check_positive("num_decoder_layers", num_decoder_layers)
     check_positive("max_len", max_len)
@@ -89,21 +105,31 @@ class EncoderDecoderTransformer(nnx.Module):
     def layer_norm():
       return nnx.LayerNorm(d_model, epsilon=ln_eps, use_fast_variance=False, rngs=rngs)
 
-    block_args = dict(num_kv_heads=num_kv_heads, dropout=dropout, norm=norm, activation=activation,
-                      ln_eps=ln_eps, attention_fn=attention_fn, rngs=rngs)
+    block_args = dict(
+      num_kv_heads=num_kv_heads,
+      dropout=dropout,
+      norm=norm,
+      activation=activation,
+      ln_eps=ln_eps,
+      attention_fn=attention_fn,
+      rngs=rngs,
+    )
     self.src_embedding = TokenEmbedding(src_vocab_size, d_model, scale=scale_embeddings, rngs=rngs)
-    self.tgt_embedding = None if share_embeddings else TokenEmbedding(
-      tgt_vocab_size, d_model, scale=scale_embeddings, rngs=rngs)
+    self.tgt_embedding = (
+      None
+      if share_embeddings
+      else TokenEmbedding(tgt_vocab_size, d_model, scale=scale_embeddings, rngs=rngs)
+    )
     self.src_positions = PositionEmbedding(max_len, d_model, kind=positions, rngs=rngs)
     self.tgt_positions = PositionEmbedding(max_len, d_model, kind=positions, rngs=rngs)
     self.src_dropout = make_dropout(dropout, rngs)
     self.tgt_dropout = make_dropout(dropout, rngs)
-    self.encoder_layers = nnx.List([
-      EncoderBlock(d_model, num_heads, d_ff, **block_args) for _ in range(num_encoder_layers)
-    ])
-    self.decoder_layers = nnx.List([
-      DecoderBlock(d_model, num_heads, d_ff, **block_args) for _ in range(num_decoder_layers)
-    ])
+    self.encoder_layers = nnx.List(
+      [EncoderBlock(d_model, num_heads, d_ff, **block_args) for _ in range(num_encoder_layers)]
+    )
+    self.decoder_layers = nnx.List(
+      [DecoderBlock(d_model, num_heads, d_ff, **block_args) for _ in range(num_decoder_layers)]
+    )
     self.encoder_norm = layer_norm() if norm == "pre" else None
     self.decoder_norm = layer_norm() if norm == "pre" else None
     self.output = None if tie_output else nnx.Linear(d_model, tgt_vocab_size, rngs=rngs)
@@ -127,16 +153,23 @@ class EncoderDecoderTransformer(nnx.Module):
       x_BSD = self.encoder_norm(x_BSD)
     return (x_BSD, maps) if return_attention else x_BSD
 
-  def _decoder_stack(self, tgt_BT, offset, cross_kv, *, self_mask, is_causal, cross_mask, caches,
-                     return_attention):
+  def _decoder_stack(
+    self, tgt_BT, offset, cross_kv, *, self_mask, is_causal, cross_mask, caches, return_attention
+  ):
     T = tgt_BT.shape[1]
     y_BTD = self._tgt_embedding(tgt_BT) + self.tgt_positions(offset + jnp.arange(T))[None]
     y_BTD = self.tgt_dropout(y_BTD)
     maps, new_caches = [], []
     for layer, kv, cache in zip(self.decoder_layers, cross_kv, caches, strict=True):
-      y_BTD, attn, cache = layer(y_BTD, kv, self_mask=self_mask, is_causal=is_causal,
-                                 cross_mask=cross_mask, cache=cache,
-                                 return_attention=return_attention)
+      y_BTD, attn, cache = layer(
+        y_BTD,
+        kv,
+        self_mask=self_mask,
+        is_causal=is_causal,
+        cross_mask=cross_mask,
+        cache=cache,
+        return_attention=return_attention,
+      )
       maps.append(attn)
       new_caches.append(cache)
     if self.decoder_norm is not None:
@@ -144,8 +177,15 @@ class EncoderDecoderTransformer(nnx.Module):
     logits_BTV = self._tgt_embedding.attend(y_BTD) if self.output is None else self.output(y_BTD)
     return logits_BTV, maps, tuple(new_caches)
 
-  def decode(self, tgt_BT, memory_BSD, *, src_valid_BS=None, tgt_valid_BT=None,
-             return_attention: bool = False):
+  def decode(
+    self,
+    tgt_BT,
+    memory_BSD,
+    *,
+    src_valid_BS=None,
+    tgt_valid_BT=None,
+    return_attention: bool = False,
+  ):
     """Teacher-forced decoder: logits_BTV, position t seeing tgt[:t+1] and the whole memory.
 
     With return_attention also a list over layers of (self [B, N, T, T], cross [B, N, T, S]).
@@ -159,20 +199,33 @@ class EncoderDecoderTransformer(nnx.Module):
       cross_mask = key_padding_mask("src_valid_BS", src_valid_BS, memory_BSD[..., 0])
     cross_kv = [layer.cross_attention.project_kv(memory_BSD) for layer in self.decoder_layers]
     logits_BTV, maps, _ = self._decoder_stack(
-      tgt_BT, 0, cross_kv, self_mask=self_mask, is_causal=True, cross_mask=cross_mask,
-      caches=[None] * len(self.decoder_layers), return_attention=return_attention)
+      tgt_BT,
+      0,
+      cross_kv,
+      self_mask=self_mask,
+      is_causal=True,
+      cross_mask=cross_mask,
+      caches=[None] * len(self.decoder_layers),
+      return_attention=return_attention,
+    )
     return (logits_BTV, maps) if return_attention else logits_BTV
 
-  def __call__(self, src_BS, tgt_BT, src_valid_BS=None, tgt_valid_BT=None, *,
-               return_attention: bool = False):
+  def __call__(
+    self, src_BS, tgt_BT, src_valid_BS=None, tgt_valid_BT=None, *, return_attention: bool = False
+  ):
     """Teacher forcing: logits_BTV for decoder inputs tgt_BT (already shifted right).
 
     With return_attention also a dict {"encoder": [...], "decoder": [(self, cross), ...]}.
     """
     encoded = self.encode(src_BS, src_valid_BS, return_attention=return_attention)
     memory_BSD = encoded[0] if return_attention else encoded
-    decoded = self.decode(tgt_BT, memory_BSD, src_valid_BS=src_valid_BS,
-                          tgt_valid_BT=tgt_valid_BT, return_attention=return_attention)
+    decoded = self.decode(
+      tgt_BT,
+      memory_BSD,
+      src_valid_BS=src_valid_BS,
+      tgt_valid_BT=tgt_valid_BT,
+      return_attention=return_attention,
+    )
     if not return_attention:
       return decoded
     return decoded[0], {"encoder": encoded[1], "decoder": decoded[1]}
@@ -189,10 +242,11 @@ class EncoderDecoderTransformer(nnx.Module):
     else:
       cross_mask = key_padding_mask("src_valid_BS", src_valid_BS, memory_BSD[..., 0])
     return Seq2SeqCache(
-      self_kv=tuple(layer.self_attention.init_cache(B, max_len, dtype=memory_BSD.dtype)
-                    for layer in self.decoder_layers),
-      cross_kv=tuple(layer.cross_attention.project_kv(memory_BSD)
-                     for layer in self.decoder_layers),
+      self_kv=tuple(
+        layer.self_attention.init_cache(B, max_len, dtype=memory_BSD.dtype)
+        for layer in self.decoder_layers
+      ),
+      cross_kv=tuple(layer.cross_attention.project_kv(memory_BSD) for layer in self.decoder_layers),
       cross_mask=cross_mask,
     )
 
@@ -205,6 +259,13 @@ class EncoderDecoderTransformer(nnx.Module):
       )
     # Causal through the caches' own masks (over their filled slots).
     logits_BTV, _, self_kv = self._decoder_stack(
-      tgt_BT, cache.self_kv[0].length, cache.cross_kv, self_mask=None, is_causal=False,
-      cross_mask=cache.cross_mask, caches=cache.self_kv, return_attention=False)
+      tgt_BT,
+      cache.self_kv[0].length,
+      cache.cross_kv,
+      self_mask=None,
+      is_causal=False,
+      cross_mask=cache.cross_mask,
+      caches=cache.self_kv,
+      return_attention=False,
+    )
     return logits_BTV, dataclasses.replace(cache, self_kv=self_kv)

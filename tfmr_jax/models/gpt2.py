@@ -54,9 +54,7 @@ class GPT2Config:
     if self.num_kv_heads is not None:
       check_positive("num_kv_heads", self.num_kv_heads)
       if self.num_heads % self.num_kv_heads:
-        raise ValueError(
-          f"num_kv_heads={self.num_kv_heads} must divide num_heads={self.num_heads}"
-        )
+        raise ValueError(f"num_kv_heads={self.num_kv_heads} must divide num_heads={self.num_heads}")
     check_dropout("dropout", self.dropout)
     if not (isinstance(self.ln_eps, (int, float)) and self.ln_eps > 0):
       raise ValueError(f"ln_eps must be a positive float, got {self.ln_eps!r}")
@@ -76,15 +74,29 @@ class GPT2(nnx.Module):
     init = nnx.initializers.normal(0.02)
     out_init = nnx.initializers.normal(0.02 / (2 * c.num_layers) ** 0.5)
     self.token_embedding = TokenEmbedding(c.vocab_size, c.d_model, embedding_init=init, rngs=rngs)
-    self.position_embedding = PositionEmbedding(c.max_len, c.d_model, kind="learned",
-                                                embedding_init=init, rngs=rngs)
+    self.position_embedding = PositionEmbedding(
+      c.max_len, c.d_model, kind="learned", embedding_init=init, rngs=rngs
+    )
     self.embedding_dropout = make_dropout(c.dropout, rngs)
-    self.layers = nnx.List([
-      EncoderBlock(c.d_model, c.num_heads, c.d_ff, num_kv_heads=c.num_kv_heads, dropout=c.dropout,
-                   norm="pre", activation="gelu", ln_eps=c.ln_eps, attention_fn=attention_fn,
-                   kernel_init=init, out_kernel_init=out_init, rngs=rngs)
-      for _ in range(c.num_layers)
-    ])
+    self.layers = nnx.List(
+      [
+        EncoderBlock(
+          c.d_model,
+          c.num_heads,
+          c.d_ff,
+          num_kv_heads=c.num_kv_heads,
+          dropout=c.dropout,
+          norm="pre",
+          activation="gelu",
+          ln_eps=c.ln_eps,
+          attention_fn=attention_fn,
+          kernel_init=init,
+          out_kernel_init=out_init,
+          rngs=rngs,
+        )
+        for _ in range(c.num_layers)
+      ]
+    )
     self.final_norm = nnx.LayerNorm(c.d_model, epsilon=c.ln_eps, use_fast_variance=False, rngs=rngs)
 
   def _embed(self, tokens_BT, offset):
@@ -103,15 +115,17 @@ class GPT2(nnx.Module):
     logits_BTV = self.token_embedding.attend(self.final_norm(x_BTD))
     return (logits_BTV, maps) if return_attention else logits_BTV
 
-  def init_cache(self, batch_size: int, max_len: int | None = None, *,
-                 dtype=jnp.float32) -> tuple[KVCache, ...]:
+  def init_cache(
+    self, batch_size: int, max_len: int | None = None, *, dtype=jnp.float32
+  ) -> tuple[KVCache, ...]:
     """An empty KV cache, one `KVCache` per layer, for up to `max_len` (default P) positions."""
     max_len = self.config.max_len if max_len is None else max_len
     check_positive("max_len", max_len)
     if max_len > self.config.max_len:
       raise ValueError(f"cache max_len={max_len} exceeds the model's max_len={self.config.max_len}")
-    return tuple(layer.attention.init_cache(batch_size, max_len, dtype=dtype)
-                 for layer in self.layers)
+    return tuple(
+      layer.attention.init_cache(batch_size, max_len, dtype=dtype) for layer in self.layers
+    )
 
   def extend(self, tokens_BT, cache: tuple[KVCache, ...]):
     """Run T new tokens after the cached ones: prefill (T = prompt) or one step (T = 1).
@@ -156,16 +170,24 @@ def config_from_hf(hf_config: Mapping) -> GPT2Config:
     raise ValueError(
       f"activation_function={activation!r} is not supported; GPT-2 uses one of {_HF_ACTIVATIONS}"
     )
-  for key, wanted in (("scale_attn_weights", True), ("scale_attn_by_inverse_layer_idx", False),
-                      ("add_cross_attention", False), ("tie_word_embeddings", True)):
+  for key, wanted in (
+    ("scale_attn_weights", True),
+    ("scale_attn_by_inverse_layer_idx", False),
+    ("add_cross_attention", False),
+    ("tie_word_embeddings", True),
+  ):
     if hf_config.get(key, wanted) != wanted:
       raise ValueError(
         f"Hugging Face config {key}={hf_config[key]!r} is not supported (need {wanted})"
       )
   return GPT2Config(
-    vocab_size=hf_config["vocab_size"], max_len=hf_config["n_positions"],
-    num_layers=hf_config["n_layer"], num_heads=hf_config["n_head"], d_model=hf_config["n_embd"],
-    d_ff=hf_config.get("n_inner"), dropout=0.0,
+    vocab_size=hf_config["vocab_size"],
+    max_len=hf_config["n_positions"],
+    num_layers=hf_config["n_layer"],
+    num_heads=hf_config["n_head"],
+    d_model=hf_config["n_embd"],
+    d_ff=hf_config.get("n_inner"),
+    dropout=0.0,
     ln_eps=float(hf_config.get("layer_norm_epsilon", 1e-5)),
   )
 
@@ -173,18 +195,30 @@ def config_from_hf(hf_config: Mapping) -> GPT2Config:
 def _hf_shapes(c: GPT2Config) -> dict[str, tuple[int, ...]]:
   """Every Hugging Face GPT-2 parameter name and its shape (Conv1D weights are [in, out])."""
   D, F = c.d_model, c.d_ff
-  shapes = {"wte.weight": (c.vocab_size, D), "wpe.weight": (c.max_len, D),
-            "ln_f.weight": (D,), "ln_f.bias": (D,)}
+  shapes = {
+    "wte.weight": (c.vocab_size, D),
+    "wpe.weight": (c.max_len, D),
+    "ln_f.weight": (D,),
+    "ln_f.bias": (D,),
+  }
   for i in range(c.num_layers):
     p = f"h.{i}."
-    shapes.update({
-      p + "ln_1.weight": (D,), p + "ln_1.bias": (D,),
-      p + "attn.c_attn.weight": (D, 3 * D), p + "attn.c_attn.bias": (3 * D,),
-      p + "attn.c_proj.weight": (D, D), p + "attn.c_proj.bias": (D,),
-      p + "ln_2.weight": (D,), p + "ln_2.bias": (D,),
-      p + "mlp.c_fc.weight": (D, F), p + "mlp.c_fc.bias": (F,),
-      p + "mlp.c_proj.weight": (F, D), p + "mlp.c_proj.bias": (D,),
-    })
+    shapes.update(
+      {
+        p + "ln_1.weight": (D,),
+        p + "ln_1.bias": (D,),
+        p + "attn.c_attn.weight": (D, 3 * D),
+        p + "attn.c_attn.bias": (3 * D,),
+        p + "attn.c_proj.weight": (D, D),
+        p + "attn.c_proj.bias": (D,),
+        p + "ln_2.weight": (D,),
+        p + "ln_2.bias": (D,),
+        p + "mlp.c_fc.weight": (D, F),
+        p + "mlp.c_fc.bias": (F,),
+        p + "mlp.c_proj.weight": (F, D),
+        p + "mlp.c_proj.bias": (D,),
+      }
+    )
   return shapes
 
 
@@ -192,8 +226,9 @@ def _set(variable, array) -> None:
   variable.set_value(jnp.asarray(array, jnp.float32))
 
 
-def from_hf(state_dict: Mapping[str, np.ndarray], config: Mapping, *,
-            attention_fn: Callable = attention) -> GPT2:
+def from_hf(
+  state_dict: Mapping[str, np.ndarray], config: Mapping, *, attention_fn: Callable = attention
+) -> GPT2:
   """A GPT2 holding Hugging Face GPT-2 weights.
 
   Args:
@@ -212,8 +247,9 @@ def from_hf(state_dict: Mapping[str, np.ndarray], config: Mapping, *,
   missing = sorted(set(expected) - set(weights))
   if missing:
     raise ValueError(f"state_dict is missing {len(missing)} key(s), first {missing[0]!r}")
-  unexpected = sorted(k for k in set(weights) - set(expected)
-                      if not (k.startswith("h.") and k.endswith(_HF_BUFFERS)))
+  unexpected = sorted(
+    k for k in set(weights) - set(expected) if not (k.startswith("h.") and k.endswith(_HF_BUFFERS))
+  )
   if unexpected:
     raise ValueError(f"state_dict has unexpected key(s) {unexpected[:5]}")
   for key, shape in expected.items():
@@ -232,8 +268,10 @@ def from_hf(state_dict: Mapping[str, np.ndarray], config: Mapping, *,
   for i, layer in enumerate(model.layers):
     p = f"h.{i}."
     pairs = [
-      (layer.attention_residual.layer_norm, "ln_1"), (layer.attention.out, "attn.c_proj"),
-      (layer.feed_forward_residual.layer_norm, "ln_2"), (layer.feed_forward.hidden, "mlp.c_fc"),
+      (layer.attention_residual.layer_norm, "ln_1"),
+      (layer.attention.out, "attn.c_proj"),
+      (layer.feed_forward_residual.layer_norm, "ln_2"),
+      (layer.feed_forward.hidden, "mlp.c_fc"),
       (layer.feed_forward.out, "mlp.c_proj"),
     ]
     for module, name in pairs:
@@ -241,13 +279,16 @@ def from_hf(state_dict: Mapping[str, np.ndarray], config: Mapping, *,
       _set(getattr(module, weight_name), weights[p + name + ".weight"])
       _set(module.bias, weights[p + name + ".bias"])
     qkv_weight, qkv_bias = weights[p + "attn.c_attn.weight"], weights[p + "attn.c_attn.bias"]
-    for j, projection in enumerate((layer.attention.query, layer.attention.key,
-                                    layer.attention.value)):
-      _set(projection.kernel, qkv_weight[:, j * D:(j + 1) * D])
-      _set(projection.bias, qkv_bias[j * D:(j + 1) * D])
-  unset = [jax.tree_util.keystr(path) for path, leaf in
-           jax.tree_util.tree_leaves_with_path(nnx.state(model))
-           if isinstance(leaf, jax.ShapeDtypeStruct)]
+    for j, projection in enumerate(
+      (layer.attention.query, layer.attention.key, layer.attention.value)
+    ):
+      _set(projection.kernel, qkv_weight[:, j * D : (j + 1) * D])
+      _set(projection.bias, qkv_bias[j * D : (j + 1) * D])
+  unset = [
+    jax.tree_util.keystr(path)
+    for path, leaf in jax.tree_util.tree_leaves_with_path(nnx.state(model))
+    if isinstance(leaf, jax.ShapeDtypeStruct)
+  ]
   if unset:
     raise RuntimeError(f"from_hf left parameters unset: {unset}")
   return model

@@ -41,8 +41,16 @@ class SingleHeadAttention(nnx.Module):
   differ from T). Returns [B, T, d_v].
   """
 
-  def __init__(self, d_model: int, d_k: int, *, d_v: int | None = None, use_bias: bool = False,
-               attention_fn: Callable = attention, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    d_model: int,
+    d_k: int,
+    *,
+    d_v: int | None = None,
+    use_bias: bool = False,
+    attention_fn: Callable = attention,
+    rngs: nnx.Rngs,
+  ):
     d_v = d_k if d_v is None else d_v
     for name, value in (("d_model", d_model), ("d_k", d_k), ("d_v", d_v)):
       check_positive(name, value)
@@ -52,8 +60,15 @@ class SingleHeadAttention(nnx.Module):
     self.key = nnx.Linear(d_model, d_k, use_bias=use_bias, rngs=rngs)
     self.value = nnx.Linear(d_model, d_v, use_bias=use_bias, rngs=rngs)
 
-  def __call__(self, x_BTD, context_BSD=None, *, mask=None, is_causal: bool = False,
-               return_attention: bool = False):
+  def __call__(
+    self,
+    x_BTD,
+    context_BSD=None,
+    *,
+    mask=None,
+    is_causal: bool = False,
+    return_attention: bool = False,
+  ):
     """x_BTD: queries' input; context_BSD: keys' and values' input (default x_BTD).
 
     mask: bool, True = may attend, broadcastable to [B, 1, T, S].
@@ -67,8 +82,9 @@ class SingleHeadAttention(nnx.Module):
     v_BS1H = self.value(context_BSD)[:, :, None, :]
     probs_B1TS = None
     if self.d_v == self.d_k:
-      out_BT1H = self.attention_fn(q_BT1H, k_BS1H, v_BS1H, mask=mask, bias=None,
-                                   is_causal=is_causal)
+      out_BT1H = self.attention_fn(
+        q_BT1H, k_BS1H, v_BS1H, mask=mask, bias=None, is_causal=is_causal
+      )
     else:
       # attention ops take one head dim for k and v; with d_v != d_k weight the values here.
       probs_B1TS = attention_weights(q_BT1H, k_BS1H, mask=mask, is_causal=is_causal)
@@ -100,10 +116,20 @@ class MultiHeadAttention(nnx.Module):
     kernel_init: initializer of the q, k, v kernels; out_kernel_init of the output kernel.
   """
 
-  def __init__(self, d_model: int, num_heads: int, *, num_kv_heads: int | None = None,
-               head_dim: int | None = None, use_bias: bool = True, dropout: float = 0.0,
-               attention_fn: Callable = attention, kernel_init=None, out_kernel_init=None,
-               rngs: nnx.Rngs):
+  def __init__(
+    self,
+    d_model: int,
+    num_heads: int,
+    *,
+    num_kv_heads: int | None = None,
+    head_dim: int | None = None,
+    use_bias: bool = True,
+    dropout: float = 0.0,
+    attention_fn: Callable = attention,
+    kernel_init=None,
+    out_kernel_init=None,
+    rngs: nnx.Rngs,
+  ):
     check_positive("d_model", d_model)
     check_positive("num_heads", num_heads)
     num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
@@ -121,7 +147,11 @@ class MultiHeadAttention(nnx.Module):
     check_positive("head_dim", head_dim)
     check_dropout("dropout", dropout)
     self.d_model, self.num_heads, self.num_kv_heads, self.head_dim = (
-      d_model, num_heads, num_kv_heads, head_dim)
+      d_model,
+      num_heads,
+      num_kv_heads,
+      head_dim,
+    )
     self.attention_fn = attention_fn
     kernel_init = _default_init if kernel_init is None else kernel_init
     out_kernel_init = kernel_init if out_kernel_init is None else out_kernel_init
@@ -150,8 +180,17 @@ class MultiHeadAttention(nnx.Module):
     v_BSKH = self.value(context_BSD).reshape(B, S, self.num_kv_heads, self.head_dim)
     return k_BSKH, v_BSKH
 
-  def attend(self, x_BTD, k_BSKH, v_BSKH, *, mask=None, bias=None, is_causal: bool = False,
-             return_attention: bool = False):
+  def attend(
+    self,
+    x_BTD,
+    k_BSKH,
+    v_BSKH,
+    *,
+    mask=None,
+    bias=None,
+    is_causal: bool = False,
+    return_attention: bool = False,
+  ):
     """Queries from `x_BTD` against given keys and values.
 
     is_causal: query t sees key s <= t + (S - T) only, ANDed with `mask`.
@@ -160,15 +199,23 @@ class MultiHeadAttention(nnx.Module):
     self._check_input("x_BTD", x_BTD)
     B, T, _ = x_BTD.shape
     q_BTNH = self.query(x_BTD).reshape(B, T, self.num_heads, self.head_dim)
-    out_BTNH = self.attention_fn(q_BTNH, k_BSKH, v_BSKH, mask=mask, bias=bias,
-                                 is_causal=is_causal)
+    out_BTNH = self.attention_fn(q_BTNH, k_BSKH, v_BSKH, mask=mask, bias=bias, is_causal=is_causal)
     out_BTD = self.dropout(self.out(out_BTNH.reshape(B, T, self.num_heads * self.head_dim)))
     if not return_attention:
       return out_BTD
     return out_BTD, attention_weights(q_BTNH, k_BSKH, mask=mask, bias=bias, is_causal=is_causal)
 
-  def __call__(self, x_BTD, context_BSD=None, *, mask=None, bias=None, is_causal: bool = False,
-               cache: KVCache | None = None, return_attention: bool = False):
+  def __call__(
+    self,
+    x_BTD,
+    context_BSD=None,
+    *,
+    mask=None,
+    bias=None,
+    is_causal: bool = False,
+    cache: KVCache | None = None,
+    return_attention: bool = False,
+  ):
     """Self-attention (context_BSD None) or cross-attention over context_BSD.
 
     Args:
@@ -190,8 +237,15 @@ class MultiHeadAttention(nnx.Module):
     if cache is None:
       source_BSD = x_BTD if context_BSD is None else context_BSD
       k_BSKH, v_BSKH = self.project_kv(source_BSD)
-      return self.attend(x_BTD, k_BSKH, v_BSKH, mask=mask, bias=bias, is_causal=is_causal,
-                         return_attention=return_attention)
+      return self.attend(
+        x_BTD,
+        k_BSKH,
+        v_BSKH,
+        mask=mask,
+        bias=bias,
+        is_causal=is_causal,
+        return_attention=return_attention,
+      )
     if context_BSD is not None:
       raise ValueError(
         "cache is for self-attention decoding; for cross-attention compute "
@@ -202,8 +256,9 @@ class MultiHeadAttention(nnx.Module):
     # is_causal is validated, not applied: the cache's mask below is causal already.
     check_is_causal(is_causal, T=x_BTD.shape[1], S=cache.max_len)
     mask = combine_masks(cache.causal_mask(x_BTD.shape[1]), mask)
-    result = self.attend(x_BTD, cache.k_BSKH, cache.v_BSKH, mask=mask, bias=bias,
-                         return_attention=return_attention)
+    result = self.attend(
+      x_BTD, cache.k_BSKH, cache.v_BSKH, mask=mask, bias=bias, return_attention=return_attention
+    )
     if return_attention:
       return result[0], result[1], cache
     return result, cache
@@ -211,4 +266,3 @@ class MultiHeadAttention(nnx.Module):
   def init_cache(self, batch_size: int, max_len: int, *, dtype=jnp.float32) -> KVCache:
     """An empty self-attention cache for `max_len` positions."""
     return KVCache.zeros(batch_size, max_len, self.num_kv_heads, self.head_dim, dtype=dtype)
-

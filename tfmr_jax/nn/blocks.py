@@ -35,29 +35,66 @@ class EncoderBlock(nnx.Module):
   `kernel_init` / `out_kernel_init` go to both sublayers (GPT-2 scales the output ones).
   """
 
-  def __init__(self, d_model: int, num_heads: int, d_ff: int, *, num_kv_heads: int | None = None,
-               dropout: float = 0.0, norm: str = "post", activation: str = "relu",
-               ln_eps: float = 1e-6, use_bias: bool = True, attention_fn: Callable = attention,
-               kernel_init=None, out_kernel_init=None, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    d_model: int,
+    num_heads: int,
+    d_ff: int,
+    *,
+    num_kv_heads: int | None = None,
+    dropout: float = 0.0,
+    norm: str = "post",
+    activation: str = "relu",
+    ln_eps: float = 1e-6,
+    use_bias: bool = True,
+    attention_fn: Callable = attention,
+    kernel_init=None,
+    out_kernel_init=None,
+    rngs: nnx.Rngs,
+  ):
     self.attention = MultiHeadAttention(
-      d_model, num_heads, num_kv_heads=num_kv_heads, use_bias=use_bias, attention_fn=attention_fn,
-      kernel_init=kernel_init, out_kernel_init=out_kernel_init, rngs=rngs)
-    self.attention_residual = Residual(d_model, norm=norm, dropout=dropout, epsilon=ln_eps,
-                                       rngs=rngs)
-    self.feed_forward = FeedForward(d_model, d_ff, activation=activation, kernel_init=kernel_init,
-                                    out_kernel_init=out_kernel_init, rngs=rngs)
-    self.feed_forward_residual = Residual(d_model, norm=norm, dropout=dropout, epsilon=ln_eps,
-                                          rngs=rngs)
+      d_model,
+      num_heads,
+      num_kv_heads=num_kv_heads,
+      use_bias=use_bias,
+      attention_fn=attention_fn,
+      kernel_init=kernel_init,
+      out_kernel_init=out_kernel_init,
+      rngs=rngs,
+    )
+    self.attention_residual = Residual(
+      d_model, norm=norm, dropout=dropout, epsilon=ln_eps, rngs=rngs
+    )
+    self.feed_forward = FeedForward(
+      d_model,
+      d_ff,
+      activation=activation,
+      kernel_init=kernel_init,
+      out_kernel_init=out_kernel_init,
+      rngs=rngs,
+    )
+    self.feed_forward_residual = Residual(
+      d_model, norm=norm, dropout=dropout, epsilon=ln_eps, rngs=rngs
+    )
 
-  def __call__(self, x_BTD, *, mask=None, is_causal: bool = False, cache: KVCache | None = None,
-               return_attention: bool = False):
+  def __call__(
+    self,
+    x_BTD,
+    *,
+    mask=None,
+    is_causal: bool = False,
+    cache: KVCache | None = None,
+    return_attention: bool = False,
+  ):
     """mask: bool [B, N, T, S]-broadcastable; is_causal: position t sees positions <= t only.
 
     With a cache, attention is causal over it (whatever is_causal says).
     """
+
     def sublayer(h_BTD):
-      return self.attention(h_BTD, mask=mask, is_causal=is_causal, cache=cache,
-                            return_attention=return_attention)
+      return self.attention(
+        h_BTD, mask=mask, is_causal=is_causal, cache=cache, return_attention=return_attention
+      )
 
     result = self.attention_residual(x_BTD, sublayer)
     x_BTD, attn, cache = _unpack(result, return_attention, cache is not None)
@@ -68,15 +105,27 @@ class EncoderBlock(nnx.Module):
 class DecoderBlock(nnx.Module):
   """Masked self-attention, cross-attention over the encoder memory, feed-forward."""
 
-  def __init__(self, d_model: int, num_heads: int, d_ff: int, *, num_kv_heads: int | None = None,
-               dropout: float = 0.0, norm: str = "post", activation: str = "relu",
-               ln_eps: float = 1e-6, attention_fn: Callable = attention, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    d_model: int,
+    num_heads: int,
+    d_ff: int,
+    *,
+    num_kv_heads: int | None = None,
+    dropout: float = 0.0,
+    norm: str = "post",
+    activation: str = "relu",
+    ln_eps: float = 1e-6,
+    attention_fn: Callable = attention,
+    rngs: nnx.Rngs,
+  ):
     def residual():
       return Residual(d_model, norm=norm, dropout=dropout, epsilon=ln_eps, rngs=rngs)
 
     def mha():
-      return MultiHeadAttention(d_model, num_heads, num_kv_heads=num_kv_heads,
-                                attention_fn=attention_fn, rngs=rngs)
+      return MultiHeadAttention(
+        d_model, num_heads, num_kv_heads=num_kv_heads, attention_fn=attention_fn, rngs=rngs
+      )
 
     self.self_attention = mha()
     self.self_attention_residual = residual()
@@ -85,8 +134,17 @@ class DecoderBlock(nnx.Module):
     self.feed_forward = FeedForward(d_model, d_ff, activation=activation, rngs=rngs)
     self.feed_forward_residual = residual()
 
-  def __call__(self, x_BTD, memory_kv, *, self_mask=None, is_causal: bool = False,
-               cross_mask=None, cache: KVCache | None = None, return_attention: bool = False):
+  def __call__(
+    self,
+    x_BTD,
+    memory_kv,
+    *,
+    self_mask=None,
+    is_causal: bool = False,
+    cross_mask=None,
+    cache: KVCache | None = None,
+    return_attention: bool = False,
+  ):
     """One decoder layer.
 
     Args:
@@ -103,9 +161,11 @@ class DecoderBlock(nnx.Module):
     Returns:
       (x_BTD, (self_attn_BNTT, cross_attn_BNTS) or None, cache or None).
     """
+
     def self_sublayer(h_BTD):
-      return self.self_attention(h_BTD, mask=self_mask, is_causal=is_causal, cache=cache,
-                                 return_attention=return_attention)
+      return self.self_attention(
+        h_BTD, mask=self_mask, is_causal=is_causal, cache=cache, return_attention=return_attention
+      )
 
     result = self.self_attention_residual(x_BTD, self_sublayer)
     x_BTD, self_attn, cache = _unpack(result, return_attention, cache is not None)
@@ -113,8 +173,9 @@ class DecoderBlock(nnx.Module):
     k_BSKH, v_BSKH = memory_kv
 
     def cross_sublayer(h_BTD):
-      return self.cross_attention.attend(h_BTD, k_BSKH, v_BSKH, mask=cross_mask,
-                                         return_attention=return_attention)
+      return self.cross_attention.attend(
+        h_BTD, k_BSKH, v_BSKH, mask=cross_mask, return_attention=return_attention
+      )
 
     result = self.cross_attention_residual(x_BTD, cross_sublayer)
     x_BTD, cross_attn, _ = _unpack(result, return_attention, False)

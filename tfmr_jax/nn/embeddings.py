@@ -22,8 +22,9 @@ class TokenEmbedding(nnx.Module):
   have unit variance and tied logits `attend(x)` stay of order 1.
   """
 
-  def __init__(self, vocab_size: int, d_model: int, *, scale: bool = False, embedding_init=None,
-               rngs: nnx.Rngs):
+  def __init__(
+    self, vocab_size: int, d_model: int, *, scale: bool = False, embedding_init=None, rngs: nnx.Rngs
+  ):
     check_positive("vocab_size", vocab_size)
     check_positive("d_model", d_model)
     if embedding_init is None:
@@ -50,8 +51,15 @@ class PositionEmbedding(nnx.Module):
   fixed table, not a parameter) or "none" (zeros: the model sees no positions).
   """
 
-  def __init__(self, max_len: int, d_model: int, *, kind: str = "sinusoidal",
-               embedding_init=None, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    max_len: int,
+    d_model: int,
+    *,
+    kind: str = "sinusoidal",
+    embedding_init=None,
+    rngs: nnx.Rngs,
+  ):
     check_positive("max_len", max_len)
     check_positive("d_model", d_model)
     if kind not in POSITIONS:

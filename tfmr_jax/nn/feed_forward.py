@@ -27,8 +27,17 @@ class FeedForward(nnx.Module):
     kernel_init / out_kernel_init: initializers of the first / second kernel.
   """
 
-  def __init__(self, d_model: int, d_ff: int, *, activation: str = "relu", dropout: float = 0.0,
-               kernel_init=None, out_kernel_init=None, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    d_model: int,
+    d_ff: int,
+    *,
+    activation: str = "relu",
+    dropout: float = 0.0,
+    kernel_init=None,
+    out_kernel_init=None,
+    rngs: nnx.Rngs,
+  ):
     check_positive("d_model", d_model)
     check_positive("d_ff", d_ff)
     if activation not in ACTIVATIONS:

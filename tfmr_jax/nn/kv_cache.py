@@ -29,11 +29,16 @@ class KVCache:
   length: jax.Array
 
   @classmethod
-  def zeros(cls, batch_size: int, max_len: int, num_kv_heads: int, head_dim: int, *,
-            dtype=jnp.float32) -> "KVCache":
+  def zeros(
+    cls, batch_size: int, max_len: int, num_kv_heads: int, head_dim: int, *, dtype=jnp.float32
+  ) -> "KVCache":
     """An empty cache with room for `max_len` positions."""
-    for name, value in (("batch_size", batch_size), ("max_len", max_len),
-                        ("num_kv_heads", num_kv_heads), ("head_dim", head_dim)):
+    for name, value in (
+      ("batch_size", batch_size),
+      ("max_len", max_len),
+      ("num_kv_heads", num_kv_heads),
+      ("head_dim", head_dim),
+    ):
       check_positive(name, value)
     shape = (batch_size, max_len, num_kv_heads, head_dim)
     return cls(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype), jnp.zeros((), jnp.int32))

@@ -32,8 +32,15 @@ class Residual(nnx.Module):
   output: `x, attn = residual(x, lambda h: mha(h, return_attention=True))`.
   """
 
-  def __init__(self, d_model: int, *, norm: str = "post", dropout: float = 0.0,
-               epsilon: float = 1e-6, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    d_model: int,
+    *,
+    norm: str = "post",
+    dropout: float = 0.0,
+    epsilon: float = 1e-6,
+    rngs: nnx.Rngs,
+  ):
     check_positive("d_model", d_model)
     check_norm(norm)
     self.norm = norm

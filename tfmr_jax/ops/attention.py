@@ -122,8 +122,17 @@ def _grouped(x_BNTS, K: int, G: int):
   return x.reshape(b, K, G, t, s)
 
 
-def attention(q_BTNH, k_BSKH, v_BSKH, *, mask=None, bias=None, scale=None,
-              is_causal: bool = False, implementation=None):
+def attention(
+  q_BTNH,
+  k_BSKH,
+  v_BSKH,
+  *,
+  mask=None,
+  bias=None,
+  scale=None,
+  is_causal: bool = False,
+  implementation=None,
+):
   """softmax(q k^T * scale + bias) v with masking. Returns [B, T, N, H] in q's dtype.
 
   Args:
@@ -150,7 +159,13 @@ def attention(q_BTNH, k_BSKH, v_BSKH, *, mask=None, bias=None, scale=None,
   implementation = implementations.resolve_implementation(implementation, q_BTNH, k_BSKH)
   if implementation != "reference":
     return implementations.run_implementation(
-      implementation, q_BTNH, k_BSKH, v_BSKH, mask=mask, bias=bias, scale=scale,
+      implementation,
+      q_BTNH,
+      k_BSKH,
+      v_BSKH,
+      mask=mask,
+      bias=bias,
+      scale=scale,
       is_causal=is_causal,
     )
   if is_causal:
@@ -165,8 +180,7 @@ def attention(q_BTNH, k_BSKH, v_BSKH, *, mask=None, bias=None, scale=None,
   return out_BTKGH.reshape(B, T, N, H).astype(q_BTNH.dtype)
 
 
-def attention_weights(q_BTNH, k_BSKH, *, mask=None, bias=None, scale=None,
-                      is_causal: bool = False):
+def attention_weights(q_BTNH, k_BSKH, *, mask=None, bias=None, scale=None, is_causal: bool = False):
   """Attention probabilities [B, N, T, S], float32.
 
   Each row sums to 1, or is all zeros where every key of that row is masked.

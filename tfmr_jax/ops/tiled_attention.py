@@ -511,8 +511,16 @@ def tiled_attention(
   chunk = _batch_chunk(B, N, Q, C)
   if chunk < B:
     return _in_batch_chunks(
-      chunk, q_BTNH, k_BSKH, v_BSKH, mask=mask, bias=bias, scale=scale, is_causal=is_causal,
-      q_block=Q, kv_block=C,
+      chunk,
+      q_BTNH,
+      k_BSKH,
+      v_BSKH,
+      mask=mask,
+      bias=bias,
+      scale=scale,
+      is_causal=is_causal,
+      q_block=Q,
+      kv_block=C,
     )
   plan = _Plan(
     T=T,
@@ -560,8 +568,9 @@ def _in_batch_chunks(chunk: int, q_BTNH, k_BSKH, v_BSKH, *, mask, bias, scale, *
     return x.reshape((B // chunk, chunk) + x.shape[1:])
 
   mask, bias = (None if x is None else _rank4(x) for x in (mask, bias))
-  per_sequence = {name: x for name, x in (("mask", mask), ("bias", bias))
-                  if x is not None and x.shape[0] == B}
+  per_sequence = {
+    name: x for name, x in (("mask", mask), ("bias", bias)) if x is not None and x.shape[0] == B
+  }
   shared = {name: x for name, x in (("mask", mask), ("bias", bias)) if name not in per_sequence}
 
   def run(xs):
