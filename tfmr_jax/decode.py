@@ -17,8 +17,8 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
+from tfmr_jax.nn import state as model_state
 from tfmr_jax.ops.guards import check_positive, check_rank
 
 
@@ -82,15 +82,17 @@ def _decode_loop(model, cache, first_BT, rng, temperature, top_k, *, num_tokens,
   return out_BM
 
 
-def _eval_copy(graphdef, state):
-  model = nnx.merge(graphdef, state)
+def _eval_model(graphdef, params, rest):
+  model = model_state.merge(graphdef, params, rest)
   model.eval()
   return model
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "greedy"))
-def _generate(graphdef, state, prompt_BT, rng, temperature, top_k, *, max_new_tokens, greedy):
-  model = _eval_copy(graphdef, state)
+def _generate(
+  graphdef, params, rest, prompt_BT, rng, temperature, top_k, *, max_new_tokens, greedy
+):
+  model = _eval_model(graphdef, params, rest)
   B, T = prompt_BT.shape
   cache = model.init_cache(B, T + max_new_tokens)
   new_BM = _decode_loop(
@@ -101,9 +103,20 @@ def _generate(graphdef, state, prompt_BT, rng, temperature, top_k, *, max_new_to
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "greedy"))
 def _generate_seq2seq(
-  graphdef, state, src_BS, src_valid_BS, bos_B1, rng, temperature, top_k, *, max_new_tokens, greedy
+  graphdef,
+  params,
+  rest,
+  src_BS,
+  src_valid_BS,
+  bos_B1,
+  rng,
+  temperature,
+  top_k,
+  *,
+  max_new_tokens,
+  greedy,
 ):
-  model = _eval_copy(graphdef, state)
+  model = _eval_model(graphdef, params, rest)
   memory_BSD = model.encode(src_BS, src_valid_BS)
   cache = model.init_cache(memory_BSD, src_valid_BS, max_len=max_new_tokens)
   new_BM = _decode_loop(
@@ -148,11 +161,9 @@ def generate(
       f"prompt length T={T} + max_new_tokens={max_new_tokens} exceeds the model's max_len={max_len}"
     )
   greedy = _check_sampling(temperature, top_k, rng, vocab_size)
-  graphdef, state = nnx.split(model)
+  parts = model_state.split(model)
   options = _traced_options(rng, temperature, top_k, vocab_size)
-  return _generate(
-    graphdef, state, prompt_BT, *options, max_new_tokens=max_new_tokens, greedy=greedy
-  )
+  return _generate(*parts, prompt_BT, *options, max_new_tokens=max_new_tokens, greedy=greedy)
 
 
 def generate_seq2seq(
@@ -191,11 +202,10 @@ def generate_seq2seq(
         f"{src_valid_BS.shape}"
       )
   bos_B1 = jnp.full((src_BS.shape[0], 1), bos_id, jnp.int32)
-  graphdef, state = nnx.split(model)
+  parts = model_state.split(model)
   options = _traced_options(rng, temperature, top_k, vocab_size)
   return _generate_seq2seq(
-    graphdef,
-    state,
+    *parts,
     src_BS,
     src_valid_BS,
     bos_B1,

@@ -20,7 +20,8 @@ from experiments.explain.figures import SEED_COLORS, heatmap, plt, save
 from experiments.explain.finding import Finding
 from tfmr_jax import config as config_lib
 from tfmr_jax.models import TransformerEncoder, count_params
-from tfmr_jax.tasks import add_sums, finalize
+from tfmr_jax.nn import state as model_state
+from tfmr_jax.train.loss import add_sums, finalize
 from tfmr_jax.train.optim import build_optimizer
 from tfmr_jax.train.step import init_state, make_eval_step, make_train_step
 
@@ -128,7 +129,7 @@ def train_seeds(
         sums = add_sums(None, eval_step(state.params, state.rest, task.test))
         accuracy.append(finalize(sums, ("token_accuracy",))["token_accuracy"])
     out["accuracy"][seed] = accuracy
-    out["models"][seed] = nnx.merge(eval_graphdef, state.params, state.rest)
+    out["models"][seed] = model_state.merge(eval_graphdef, state.params, state.rest)
   out["seconds"] = time.perf_counter() - start
   return out
 

@@ -12,14 +12,14 @@ shrinking towards the input; we measure those too.
 
 import jax
 import numpy as np
-from flax import nnx
 
 from experiments.explain.figures import SEED_COLORS, plt, save
 from experiments.explain.finding import Finding
 from experiments.explain.runs import curve, fresh_run, reverse_config
+from tfmr_jax.nn import state as model_state
 from tfmr_jax.tasks import make_task
 from tfmr_jax.train.build import build_model
-from tfmr_jax.train.step import mean_loss
+from tfmr_jax.train.loss import mean_loss
 
 NORMS = ("post", "pre")
 DEEP = {"num_layers": 6, "d_model": 64, "num_heads": 4, "d_ff": 256}
@@ -39,16 +39,15 @@ def init_gradient_norms(*, norm: str, seed: int = 0) -> list[float]:
   config = no_warmup_config(norm=norm, num_steps=100, seed=seed)
   task = make_task(**config.task)
   model = build_model(config, task, seed=seed)
-  model.eval()
-  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  graphdef, params, rest = model_state.split(model_state.eval_copy(model))
   batch = task.train_batch(seed, 0, config.train.batch_size)
 
   def loss(params):
-    return mean_loss(nnx.merge(graphdef, params, rest)(batch["inputs"]), batch)
+    return mean_loss(model_state.merge(graphdef, params, rest)(batch["inputs"]), batch)
 
-  grads = nnx.merge(graphdef, jax.grad(loss)(params), rest)
+  grads = model_state.merge(graphdef, jax.grad(loss)(params), rest)
   return [
-    float(np.sqrt(sum(np.sum(np.square(g)) for g in jax.tree.leaves(nnx.state(layer, nnx.Param)))))
+    float(np.sqrt(sum(np.sum(np.square(g)) for g in jax.tree.leaves(model_state.params_of(layer)))))
     for layer in grads.layers
   ]
 

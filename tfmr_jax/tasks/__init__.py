@@ -1,4 +1,4 @@
-"""Toy tasks and text data: examples are pure functions of (seed, step); metrics.
+"""Toy tasks and text data: examples are pure functions of (seed, step).
 
 Tasks know nothing of models. Each gives `train_batch(seed, step, batch_size)`,
 `eval_batches(batch_size)` over a fixed held-out set, its example `format`
@@ -18,7 +18,6 @@ from tfmr_jax.tasks.corpus import (
   load_text,
 )
 from tfmr_jax.tasks.heldout import HeldOut, max_test_size, sequence_hash_B
-from tfmr_jax.tasks.metrics import add_sums, cross_entropy_BT, finalize, metric_sums
 from tfmr_jax.tasks.reverse import Reverse
 from tfmr_jax.tasks.sort import Sort
 
@@ -56,12 +55,8 @@ __all__ = [
   "HeldOut",
   "Reverse",
   "Sort",
-  "add_sums",
-  "cross_entropy_BT",
-  "finalize",
   "load_text",
   "make_task",
   "max_test_size",
-  "metric_sums",
   "sequence_hash_B",
 ]

@@ -11,7 +11,7 @@ import numpy as np
 from flax import nnx
 
 from tfmr_jax import decode
-from tfmr_jax.tasks import add_sums, finalize
+from tfmr_jax.train.loss import add_sums, finalize
 from tfmr_jax.train.sharding import put_batch
 
 

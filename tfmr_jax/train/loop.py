@@ -16,10 +16,10 @@ import os
 import sys
 import time
 
-from flax import nnx
 from tqdm import tqdm
 
 from tfmr_jax import config as config_lib
+from tfmr_jax.nn import state as model_state
 from tfmr_jax.tasks import make_task
 from tfmr_jax.train.build import build_model
 from tfmr_jax.train.checkpoint import Checkpointer
@@ -130,7 +130,9 @@ def train(config, workdir: str, *, stop_at_step: int | None = None) -> dict:
     final = evaluate_now(state)
     if decodes_answers(task):
       final["greedy_exact_match"] = greedy_exact_match(
-        nnx.merge(eval_graphdef, state.params, state.rest), task, batch_size=t.eval_batch_size
+        model_state.merge(eval_graphdef, state.params, state.rest),
+        task,
+        batch_size=t.eval_batch_size,
       )
     log.write(int(state.step), task.eval_split, final)
     tqdm.write(_describe(int(state.step), task.eval_split, final), file=sys.stderr)

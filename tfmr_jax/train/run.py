@@ -14,6 +14,7 @@ from flax import nnx
 
 from tfmr_jax import config as config_lib
 from tfmr_jax import decode
+from tfmr_jax.nn import state as model_state
 from tfmr_jax.tasks import make_task
 from tfmr_jax.train.build import build_model
 from tfmr_jax.train.checkpoint import Checkpointer
@@ -43,7 +44,7 @@ class Run:
 
   @property
   def model(self) -> nnx.Module:
-    return nnx.merge(self.eval_graphdef, self.state.params, self.state.rest)
+    return model_state.merge(self.eval_graphdef, self.state.params, self.state.rest)
 
 
 def load_run(workdir: str, *, step: int | None = None) -> Run:

@@ -1,9 +1,9 @@
 """One pure training step and one evaluation step, each compiled once.
 
-The model is split into a graph definition (static: structure, and whether dropout
-is on) and state: `params` (nnx.Param, what the optimizer updates) and `rest` (the
-dropout RNG streams). `TrainState` carries state, optimizer state and the step
-count through `jax.jit`; inside, `nnx.merge` rebuilds the model for the loss.
+The model is cut into a graph definition (static: structure, and whether dropout
+is on), `params` (what the optimizer updates) and `rest` (the dropout RNG streams)
+by `tfmr_jax.nn.state`. `TrainState` carries them, the optimizer state and the step
+count through `jax.jit`; inside, `merge` rebuilds the model for the loss.
 
 Dimension key: B batch, T length, V vocabulary.
 """
@@ -16,7 +16,8 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from tfmr_jax.tasks import cross_entropy_BT, metric_sums
+from tfmr_jax.nn import state as model_state
+from tfmr_jax.train.loss import mean_loss, metric_sums
 
 
 def traced_once(fn):
@@ -50,10 +51,8 @@ class TrainState(NamedTuple):
 
 def init_state(model: nnx.Module, tx: optax.GradientTransformation):
   """(train graphdef, eval graphdef, TrainState at step 0) of a freshly built model."""
-  model.eval()
-  eval_graphdef = nnx.split(model, nnx.Param, ...)[0]
-  model.train()
-  train_graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  train_graphdef, eval_graphdef = model_state.mode_graphdefs(model)
+  _, params, rest = model_state.split(model)
   state = TrainState(jnp.zeros((), jnp.int32), params, rest, tx.init(params))
   return train_graphdef, eval_graphdef, state
 
@@ -63,13 +62,6 @@ def forward(model: nnx.Module, batch: dict, data_format: str):
   if data_format == "seq2seq":
     return model(batch["src"], batch["tgt_in"])
   return model(batch["inputs"])
-
-
-def mean_loss(logits_BTV, batch: dict, *, label_smoothing: float = 0.0):
-  """Weighted mean cross-entropy over the batch's weighted tokens."""
-  loss_BT = cross_entropy_BT(logits_BTV, batch["targets"], label_smoothing=label_smoothing)
-  weights_BT = batch["weights"]
-  return jnp.sum(loss_BT * weights_BT) / jnp.maximum(jnp.sum(weights_BT), 1.0)
 
 
 def make_train_step(
@@ -84,10 +76,10 @@ def make_train_step(
   @traced_once
   def train_step(state: TrainState, batch: dict):
     def objective(params, rest):
-      model = nnx.merge(graphdef, params, rest, copy=True)  # fresh Variables in this trace
+      model = model_state.merge(graphdef, params, rest)
       logits_BTV = forward(model, batch, data_format)
       loss = mean_loss(logits_BTV, batch, label_smoothing=label_smoothing)
-      rest = nnx.split(model, nnx.Param, ...)[2]  # the dropout streams, advanced
+      rest = model_state.split(model).rest  # the dropout streams, advanced
       return loss, (rest, metric_sums(logits_BTV, batch["targets"], batch["weights"]))
 
     grad_fn = jax.value_and_grad(objective, has_aux=True)
@@ -104,7 +96,7 @@ def make_eval_step(graphdef, *, data_format: str):
 
   @traced_once
   def eval_step(params, rest, batch: dict):
-    model = nnx.merge(graphdef, params, rest)
+    model = model_state.merge(graphdef, params, rest)
     return metric_sums(forward(model, batch, data_format), batch["targets"], batch["weights"])
 
   return jax.jit(eval_step)

@@ -4,7 +4,7 @@ import numpy as np
 import optax
 import pytest
 
-from tfmr_jax.tasks import add_sums, cross_entropy_BT, finalize, metric_sums
+from tfmr_jax.train.loss import add_sums, cross_entropy_BT, finalize, mean_loss, metric_sums
 
 
 def _np_log_softmax(x):
@@ -22,6 +22,18 @@ def test_cross_entropy_matches_numpy(maybe_jit):
   got = maybe_jit(cross_entropy_BT)(logits, targets)
   want = -np.take_along_axis(_np_log_softmax(logits.astype(np.float64)), targets[..., None], -1)
   np.testing.assert_allclose(got, want[..., 0], rtol=1e-6, atol=1e-6)
+
+
+def test_mean_loss_is_the_weighted_mean_of_numpy_cross_entropy(maybe_jit):
+  logits, targets = _data()
+  weights = (np.random.default_rng(2).random(targets.shape) > 0.4).astype(np.float32)
+  got = maybe_jit(mean_loss)(logits, {"targets": targets, "weights": weights})
+  ll = _np_log_softmax(logits.astype(np.float64))
+  nll = -np.take_along_axis(ll, targets[..., None], -1)[..., 0]
+  np.testing.assert_allclose(got, (nll * weights).sum() / weights.sum(), rtol=1e-6)
+  # No weighted token at all: zero, not NaN.
+  empty = mean_loss(logits, {"targets": targets, "weights": np.zeros_like(weights)})
+  assert float(empty) == 0.0
 
 
 @pytest.mark.parametrize("alpha", [0.1, 0.3])

@@ -1,4 +1,7 @@
-"""Metrics of per-token predictions: pure functions of logits, targets and loss weights.
+"""The training loss and the evaluation metrics: pure functions of logits, targets, weights.
+
+`mean_loss` is what a training step optimizes. The metrics are built from the same
+per-token cross-entropy.
 
 Evaluation accumulates *sums* over batches (`metric_sums`) and turns them into means
 once at the end (`finalize`), so the result does not depend on how the held-out set
@@ -28,6 +31,16 @@ def cross_entropy_BT(logits_BTV, targets_BT, *, label_smoothing: float = 0.0):
     return nll_BT
   uniform_BT = -jnp.mean(logp_BTV, axis=-1)
   return (1.0 - label_smoothing) * nll_BT + label_smoothing * uniform_BT
+
+
+def mean_loss(logits_BTV, batch: dict, *, label_smoothing: float = 0.0):
+  """float32 []: weighted mean cross-entropy over the batch's weighted tokens.
+
+  batch: "targets" int [B, T] and "weights" [B, T] (0 for padding and prompt tokens).
+  """
+  loss_BT = cross_entropy_BT(logits_BTV, batch["targets"], label_smoothing=label_smoothing)
+  weights_BT = batch["weights"]
+  return jnp.sum(loss_BT * weights_BT) / jnp.maximum(jnp.sum(weights_BT), 1.0)
 
 
 def metric_sums(logits_BTV, targets_BT, weights_BT) -> dict:
