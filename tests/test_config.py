@@ -9,6 +9,7 @@ import ml_collections
 import pytest
 
 from tfmr_jax import config as C
+from tfmr_jax.train.run_config import load_config, save_config
 
 TASKS = ("reverse", "copy", "sort", "addition", "char_lm")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -151,11 +152,11 @@ def test_config_saved_as_json_and_reloaded(tmp_path):
   config = C.defaults("copy")
   config.model.num_kv_heads = 2
   config.optim.learning_rate = 2e-3
-  path = C.save(C.validate(config), str(tmp_path))
+  path = save_config(C.validate(config), str(tmp_path))
   with open(path) as f:
     saved = json.load(f)
   assert saved["model"]["num_kv_heads"] == 2 and saved["model"]["d_ff"] is None
-  reloaded = C.load(str(tmp_path))
+  reloaded = load_config(str(tmp_path))
   assert isinstance(reloaded, ml_collections.ConfigDict)
   assert reloaded.to_dict() == C.validate(config).to_dict()
 

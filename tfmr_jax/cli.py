@@ -19,7 +19,6 @@ config; 130 / 143 stopped by Ctrl-C / SIGTERM after saving a checkpoint.
 
 import difflib
 import json
-import os
 import signal
 import sys
 import warnings
@@ -116,7 +115,7 @@ def _run(command: str, fv: flags.FlagValues) -> int:
   from tfmr_jax import train as train_lib  # loads JAX and Flax
 
   if command == "train":
-    config = config_lib.validate(_train_config(fv))
+    config = config_lib.validate(_train_config(fv, train_lib))
     try:
       metrics = train_lib.train(config, fv.workdir, stop_at_step=fv.stop_at_step)
     except train_lib.NonFiniteLossError as e:
@@ -151,10 +150,10 @@ def _run(command: str, fv: flags.FlagValues) -> int:
   return 0
 
 
-def _train_config(fv: flags.FlagValues):
+def _train_config(fv: flags.FlagValues, train_lib):
   """The --config recipe with its overrides, or the saved config of the run in --workdir."""
   if fv.config is not None:
     return fv.config
-  if os.path.exists(os.path.join(fv.workdir, "config.json")):
-    return config_lib.load(fv.workdir)
+  if train_lib.has_config(fv.workdir):
+    return train_lib.load_config(fv.workdir)
   raise flags.Error("train needs --config FILE (or a --workdir holding a run's config.json)")

@@ -17,8 +17,6 @@ before anything is built or compiled.
 
 import dataclasses
 import difflib
-import json
-import os
 from typing import Any
 
 import ml_collections
@@ -328,23 +326,3 @@ def check_devices(config, num_devices: int) -> None:
         f"config.train.{field} = {value}: must be a multiple of the {num_devices} "
         "devices the batch is split over"
       )
-
-
-def save(config, workdir: str) -> str:
-  """Write the resolved config to `<workdir>/config.json`; return the path."""
-  os.makedirs(workdir, exist_ok=True)
-  path = os.path.join(workdir, "config.json")
-  with open(path + ".tmp", "w") as f:
-    json.dump(config.to_dict(), f, indent=2, sort_keys=True)
-    f.write("\n")
-  os.replace(path + ".tmp", path)
-  return path
-
-
-def load(workdir: str) -> ml_collections.ConfigDict:
-  """The validated config saved in `<workdir>/config.json`."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"no config.json in workdir {workdir!r}: is it a training run?")
-  with open(path) as f:
-    return validate(json.load(f))

@@ -17,6 +17,7 @@ from tfmr_jax import config as C
 from tfmr_jax.train import NonFiniteLossError, evaluate, load_run, read_metrics, sample, train
 from tfmr_jax.train import loop as loop_lib
 from tfmr_jax.train.checkpoint import Checkpointer
+from tfmr_jax.train.run_config import load_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -52,7 +53,7 @@ def test_reverse_reaches_100_percent_on_held_out_sequences(reverse_run):
   assert train_steps == list(range(25, 301, 25))
   assert read_metrics(workdir, "test")[-1]["exact_match"] == 1.0
   assert (
-    C.load(workdir).to_dict()
+    load_config(workdir).to_dict()
     == C.validate(quick_config("reverse", train={"tensorboard": True})).to_dict()
   )
 

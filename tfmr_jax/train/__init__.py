@@ -9,5 +9,17 @@ train.sample("runs/char_lm", "ROMEO:")           # generate with the KV cache
 from tfmr_jax.train.loop import NonFiniteLossError, train
 from tfmr_jax.train.metrics_log import read_metrics
 from tfmr_jax.train.run import Run, evaluate, load_run, sample
+from tfmr_jax.train.run_config import has_config, load_config, save_config
 
-__all__ = ["NonFiniteLossError", "Run", "evaluate", "load_run", "read_metrics", "sample", "train"]
+__all__ = [
+  "NonFiniteLossError",
+  "Run",
+  "evaluate",
+  "has_config",
+  "load_config",
+  "load_run",
+  "read_metrics",
+  "sample",
+  "save_config",
+  "train",
+]

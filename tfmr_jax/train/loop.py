@@ -27,6 +27,7 @@ from tfmr_jax.train.evaluate import decodes_answers, evaluate_held_out, greedy_e
 from tfmr_jax.train.interrupt import stop_requests
 from tfmr_jax.train.metrics_log import MetricsLog
 from tfmr_jax.train.optim import build_optimizer
+from tfmr_jax.train.run_config import load_config, save_config
 from tfmr_jax.train.sharding import data_mesh, put_batch, put_replicated
 from tfmr_jax.train.step import init_state, make_eval_step, make_train_step
 
@@ -61,7 +62,7 @@ def train(config, workdir: str, *, stop_at_step: int | None = None) -> dict:
     cleanup.callback(checkpoints.close)
     if checkpoints.latest_step() is not None:
       _check_same_run(config, workdir)
-    config_lib.save(config, workdir)
+    save_config(config, workdir)
 
     task = make_task(**config.task)
     model = build_model(config, task, seed=t.seed)
@@ -148,7 +149,7 @@ def train(config, workdir: str, *, stop_at_step: int | None = None) -> dict:
 
 def _check_same_run(config, workdir: str) -> None:
   """Resuming needs the saved run's task and model: anything else is a different run."""
-  saved = config_lib.load(workdir)
+  saved = load_config(workdir)
   changed = [
     f"{section}.{key}: {saved[section][key]!r} -> {config[section][key]!r}"
     for section in ("task", "model")

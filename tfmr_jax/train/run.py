@@ -25,6 +25,7 @@ from tfmr_jax.train.evaluate import (
   greedy_exact_match,
 )
 from tfmr_jax.train.optim import build_optimizer
+from tfmr_jax.train.run_config import load_config
 from tfmr_jax.train.sharding import data_mesh, put_replicated
 from tfmr_jax.train.step import TrainState, init_state, make_eval_step
 
@@ -49,7 +50,7 @@ class Run:
 
 def load_run(workdir: str, *, step: int | None = None) -> Run:
   """The run in `workdir` at checkpoint `step` (default: the latest)."""
-  config = config_lib.load(workdir)
+  config = load_config(workdir)
   task = make_task(**config.task)
   tx, _ = build_optimizer(config)
   _, eval_graphdef, state = init_state(build_model(config, task, seed=config.train.seed), tx)
