@@ -152,6 +152,9 @@ SECTION_FIELDS: dict[str, dict[str, tuple[Any, Rule]]] = {
     "keep_checkpoints": (2, _positive_int()),
     "progress_bar": (True, Rule(bool)),
     "tensorboard": (True, Rule(bool)),
+    # Check inside the compiled step that loss, gradients and parameters stay finite
+    # (chex.chexify), naming the step and the leaves; one host sync per step.
+    "debug_checks": (False, Rule(bool)),
   },
 }
 SECTIONS = ("task", "model", "optim", "train")

@@ -70,7 +70,11 @@ def train(config, workdir: str, *, stop_at_step: int | None = None) -> dict:
     train_graphdef, eval_graphdef, state = init_state(model, tx)
     state = put_replicated(state, mesh)
     train_step = make_train_step(
-      train_graphdef, tx, data_format=task.format, label_smoothing=config.optim.label_smoothing
+      train_graphdef,
+      tx,
+      data_format=task.format,
+      label_smoothing=config.optim.label_smoothing,
+      debug_checks=t.debug_checks,
     )
     eval_step = make_eval_step(eval_graphdef, data_format=task.format)
 
@@ -99,8 +103,14 @@ def train(config, workdir: str, *, stop_at_step: int | None = None) -> dict:
 
     for step in range(start, t.num_steps):
       batch = put_batch(task.train_batch(t.seed, step, t.batch_size), mesh)
-      state, metrics = train_step(state, batch)
       done = step + 1
+      try:
+        state, metrics = train_step(state, batch)
+      except AssertionError as e:  # train.debug_checks found a non-finite value in the step
+        raise NonFiniteLossError(
+          f"step {done} made non-finite values; stopped. The last good checkpoint "
+          f"(step {checkpoints.latest_step()}) is kept in {workdir}. {e}"
+        ) from e
       loss = window.add(metrics)
       if not math.isfinite(loss):
         raise NonFiniteLossError(

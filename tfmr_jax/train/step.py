@@ -11,6 +11,7 @@ Dimension key: B batch, T length, V vocabulary.
 import functools
 from typing import NamedTuple
 
+import chex
 import jax
 import jax.numpy as jnp
 import optax
@@ -65,12 +66,22 @@ def forward(model: nnx.Module, batch: dict, data_format: str):
 
 
 def make_train_step(
-  graphdef, tx: optax.GradientTransformation, *, data_format: str, label_smoothing: float = 0.0
+  graphdef,
+  tx: optax.GradientTransformation,
+  *,
+  data_format: str,
+  label_smoothing: float = 0.0,
+  debug_checks: bool = False,
 ):
   """jitted (TrainState, batch) -> (TrainState, metrics); the input state is donated.
 
   metrics: "loss" (the optimized objective, label smoothing included) and the
   `metric_sums` of the batch.
+
+  debug_checks: check values inside the compiled step (`chex.chexify`): the loss, the
+  gradients and the updated parameters must be finite, or the call raises
+  `checkify.JaxRuntimeError` naming the step that made them and which leaves are
+  not finite. Costs a host sync per step; off by default.
   """
 
   @traced_once
@@ -86,9 +97,25 @@ def make_train_step(
     (loss, (rest, sums)), grads = grad_fn(state.params, state.rest)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    if debug_checks:
+      _assert_finite(state.step + 1, loss=loss, gradients=grads, parameters=params)
     return TrainState(state.step + 1, params, rest, opt_state), {"loss": loss, **sums}
 
-  return jax.jit(train_step, donate_argnums=0)
+  step_fn = jax.jit(train_step, donate_argnums=0)
+  return chex.chexify(step_fn, async_check=False) if debug_checks else step_fn
+
+
+def _assert_finite(step, **trees) -> None:
+  """chex value checks (inside a chexified jit): every leaf of every tree is finite.
+
+  A failure names the tree, the step and, leaf by leaf, which are not (nan marks them).
+  """
+  for name, tree in trees.items():
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    by_path = {_path(path): x for path, x in leaves}
+    chex.assert_tree_all_finite(
+      by_path, custom_message=f"{name} after step {{}}", custom_message_format_vars=(step,)
+    )
 
 
 def make_eval_step(graphdef, *, data_format: str):
@@ -100,3 +127,8 @@ def make_eval_step(graphdef, *, data_format: str):
     return metric_sums(forward(model, batch, data_format), batch["targets"], batch["weights"])
 
   return jax.jit(eval_step)
+
+
+def _path(path) -> str:
+  """ "layers/0/attention/query/kernel" for a parameter leaf's key path."""
+  return jax.tree_util.keystr(path, simple=True, separator="/").removesuffix("/value")
