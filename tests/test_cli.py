@@ -76,9 +76,12 @@ def test_train_stop_resume_evaluate_sample(tmp_path, capsys):
   [
     (
       ["--config.model.num_head=2"],
-      "config.model.num_head = 2: unknown key (did you mean 'num_heads'?)",
+      """--config.model.num_head: 'num_head' Did you mean "num_heads" instead of "num_head"?""",
     ),
-    (["--config.modle.num_heads=2"], "unknown section 'modle' (did you mean 'model'?)"),
+    (
+      ["--config.modle.num_heads=2"],
+      """--config.modle.num_heads: 'modle' Did you mean "model" instead of "modle"?""",
+    ),
     (
       ["--config.model.num_heads=3", "--config.model.d_model=32"],
       "config.model.num_heads = 3: must divide config.model.d_model = 32",

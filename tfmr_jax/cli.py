@@ -38,8 +38,7 @@ def _flags(argv: list[str]) -> flags.FlagValues:
     None,
     "recipe file: configs/<task>.py[:preset]",
     flag_values=fv,
-    lock_config=False,
-    accept_new_attributes=True,
+    lock_config=True,
     sys_argv=argv,
   )
   flags.DEFINE_string("workdir", None, "the run's directory", flag_values=fv)
@@ -82,20 +81,15 @@ def main(argv: list[str] | None = None) -> int:
     return 2
   command, full_argv = argv[0], ["tfmr-jax", *_normalize(argv[1:])]
   try:
-    overrides = [
-      a[len("--config.") :].split("=")[0] for a in full_argv if a.startswith("--config.")
-    ]
-    config_lib.check_override_sections(overrides)
     fv = _flags(full_argv)
     with warnings.catch_warnings():  # ml_collections loads config files with load_module()
       warnings.filterwarnings("ignore", "the load_module", DeprecationWarning)
       rest = fv(full_argv)
   except (flags.Error, config_lib.ConfigError) as e:
     return _fail(command, e)
-  except (AttributeError, KeyError, ValueError) as e:  # config_flags on an unknown or bad path
+  except (AttributeError, KeyError, ValueError) as e:  # the locked config refused an override
     overrides = [a.split("=")[0] for a in full_argv if a.startswith("--config.")]
-    detail = e.args[0] if e.args else e
-    return _fail(command, f"cannot apply the overrides {' '.join(overrides)}: {detail}")
+    return _fail(command, f"cannot apply the overrides {' '.join(overrides)}: {_reason(e)}")
   try:
     if len(rest) > 1:
       raise flags.Error(f"unexpected arguments: {' '.join(rest[1:])}")
@@ -104,6 +98,13 @@ def main(argv: list[str] | None = None) -> int:
     return _run(command, fv)
   except (flags.Error, config_lib.ConfigError, FileNotFoundError) as e:
     return _fail(command, e)
+
+
+def _reason(error: Exception) -> str:
+  """The innermost message of an error that may wrap a KeyError, on one line."""
+  while error.args and isinstance(error.args[0], Exception):
+    error = error.args[0]
+  return " ".join(str(error.args[0] if error.args else error).split())
 
 
 def _fail(command: str, error) -> int:
