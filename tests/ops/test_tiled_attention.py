@@ -7,7 +7,8 @@ import pytest
 
 import tfmr_jax as tj
 from tests.ops.oracle import np_attention, np_causal
-from tfmr_jax.ops.tiled_attention import _Plan, _static_kinds_IJ, tiled_attention
+from tfmr_jax.ops.tiled.plan import Plan, static_kinds_IJ
+from tfmr_jax.ops.tiled_attention import tiled_attention
 
 # Prime-sized, T != S, so a swapped axis breaks a shape or a value.
 B, T, S, N, H = 2, 13, 17, 6, 7
@@ -183,13 +184,13 @@ def test_blocks_a_mask_rules_out_are_never_read():
 
 @pytest.mark.parametrize("T_,S_,Q,C", [(16, 16, 4, 4), (13, 17, 4, 5), (5, 23, 2, 3)])
 def test_causal_block_plan_matches_numpy(T_, S_, Q, C):
-  plan = _Plan(T=T_, S=S_, Q=Q, C=C, is_causal=True)
+  plan = Plan(T=T_, S=S_, Q=Q, C=C, is_causal=True)
   allowed = np.zeros((plan.I * Q, plan.J * C), bool)
   allowed[:T_, :S_] = np_causal(T_, S_)
   allowed[T_:, :S_] = True  # padded query rows are discarded, they may see anything
   blocks = allowed.reshape(plan.I, Q, plan.J, C)
   expected = np.where(blocks.all(axis=(1, 3)), 1, np.where(blocks.any(axis=(1, 3)), 2, 0))
-  np.testing.assert_array_equal(_static_kinds_IJ(plan), expected)
+  np.testing.assert_array_equal(static_kinds_IJ(plan), expected)
 
 
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16], ids=["bf16", "fp16"])
