@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import tfmr_jax as tj
+from tests.conftest import random_qkv
 from tests.ops.oracle import np_attention
 from tfmr_jax.ops.implementations import CPU_TILED_MIN_LOGITS, choose_implementation
 from tfmr_jax.ops.jax_nn import jax_nn_attention
@@ -14,13 +15,7 @@ B, T, S, N, H = 2, 5, 11, 6, 7  # prime-sized, T != S
 
 
 def qkv(K, seed=0):
-  rng = np.random.default_rng(seed)
-  arrays = (
-    rng.normal(size=(B, T, N, H)),
-    rng.normal(size=(B, S, K, H)),
-    rng.normal(size=(B, S, K, H)),
-  )
-  return tuple(jnp.asarray(a, jnp.float32) for a in arrays)
+  return random_qkv(B=B, T=T, S=S, N=N, K=K, H=H, seed=seed)
 
 
 def with_empty_rows():

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import tfmr_jax as tj
+from tests.conftest import random_qkv
 from tests.ops.oracle import np_attention, np_causal
 from tfmr_jax.ops.implementations import choose_implementation
 from tfmr_jax.ops.jax_nn import jax_nn_attention
@@ -26,13 +27,7 @@ EMPTY = 2  # rows 0 and 1 of sequence 1 see no key once padding meets the causal
 
 
 def qkv(K, T, S, seed=0):
-  rng = np.random.default_rng(seed)
-  arrays = (
-    rng.normal(size=(B, T, N, H)),
-    rng.normal(size=(B, S, K, H)),
-    rng.normal(size=(B, S, K, H)),
-  )
-  return tuple(jnp.asarray(a, jnp.float32) for a in arrays)
+  return random_qkv(B=B, T=T, S=S, N=N, K=K, H=H, seed=seed)
 
 
 def left_padding(T, S):

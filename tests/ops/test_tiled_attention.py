@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import tfmr_jax as tj
+from tests.conftest import random_qkv
 from tests.ops.oracle import np_attention, np_causal
 from tfmr_jax.ops.tiled.plan import Plan, static_kinds_IJ
 from tfmr_jax.ops.tiled_attention import tiled_attention
@@ -18,13 +19,7 @@ BLOCKS = {"ragged": (4, 5), "whole": (13, 17), "single": (1, 1)}
 
 
 def qkv(K, *, T=T, S=S, dtype=jnp.float32, seed=0):
-  rng = np.random.default_rng(seed)
-  arrays = (
-    rng.normal(size=(B, T, N, H)),
-    rng.normal(size=(B, S, K, H)),
-    rng.normal(size=(B, S, K, H)),
-  )
-  return tuple(jnp.asarray(a, dtype) for a in arrays)
+  return random_qkv(B=B, T=T, S=S, N=N, K=K, H=H, dtype=dtype, seed=seed)
 
 
 def random_mask(*, T=T, S=S, seed=1, empty_rows=True):

@@ -12,7 +12,8 @@ the computation only while the switch is on, and report through chex:
   already traced outside the block keeps its unchecked trace (jit caches it), so trace
   (first call) it inside the block.
 - Under jit, wrap the outermost jitted function in `chex.chexify`, else tracing fails
-  ("Cannot abstractly evaluate a checkify.check which was not functionalized").
+  (chex: "Value assertions can only be called from functions wrapped with
+  `@chex.chexify`").
   chexify reports asynchronously by default: pass `async_check=False`, or call
   `checked.wait_checks()` / `chex.block_until_chexify_assertions_complete()`.
   Without jit, a failed check raises at once.
