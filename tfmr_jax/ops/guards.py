@@ -124,8 +124,10 @@ def check_attention_args(
 
 
 def as_rank4(x_NTS):
-  """A broadcastable [.., N, T, S] array as rank 4 [b, n, t, s] (leading axes of size 1
-  added); None stays None."""
+  """A broadcastable [.., N, T, S] array as rank 4 [b, n, t, s]; None stays None.
+
+  Leading axes of size 1 are added, so jax.nn and the grouped helpers see four axes.
+  """
   if x_NTS is None:
     return None
   x = jnp.asarray(x_NTS)
