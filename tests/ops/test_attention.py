@@ -1,11 +1,14 @@
 """tj.attention against jax.nn.dot_product_attention and a NumPy oracle; mask semantics."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from absl.testing import parameterized
 
 import tfmr_jax as tj
+from tests.conftest import random_qkv
 from tests.ops.oracle import np_attention
 
 # Prime-sized so any swapped axis breaks a shape or a value.
@@ -13,11 +16,7 @@ B, T, S, H = 2, 5, 7, 11
 
 
 def qkv(N, K, T=T, S=S, dtype=jnp.float32, seed=0):
-  rng = np.random.default_rng(seed)
-  q = rng.normal(size=(B, T, N, H))
-  k = rng.normal(size=(B, S, K, H))
-  v = rng.normal(size=(B, S, K, H))
-  return tuple(jnp.asarray(a, dtype) for a in (q, k, v))
+  return random_qkv(B=B, T=T, S=S, N=N, K=K, H=H, dtype=dtype, seed=seed)
 
 
 def random_mask_without_empty_rows(N, T=T, S=S, seed=1):
@@ -40,15 +39,22 @@ def masks_for(N):
   }
 
 
-@pytest.mark.parametrize("N,K", HEADS, ids=["mha", "gqa", "mqa"])
-@pytest.mark.parametrize("mask_name", ["none", "causal", "padding", "causal+padding", "random"])
-def test_matches_jax_nn_dot_product_attention(N, K, mask_name, maybe_jit):
-  q, k, v = qkv(N, K)
-  mask = masks_for(N)[mask_name]
-  ours = maybe_jit(lambda q, k, v: tj.attention(q, k, v, mask=mask))(q, k, v)
-  ref = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation="xla")
-  assert ours.shape == (B, T, N, H)
-  np.testing.assert_allclose(ours, ref, atol=2e-6, rtol=2e-6)
+MASK_NAMES = ["none", "causal", "padding", "causal+padding", "random"]
+
+
+class TestMatchesJaxNn(chex.TestCase):
+  """The central parity test, each case with and without jit (chex variants)."""
+
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.product(heads=HEADS, mask_name=MASK_NAMES)
+  def test_matches_jax_nn_dot_product_attention(self, heads, mask_name):
+    N, K = heads
+    q, k, v = qkv(N, K)
+    mask = masks_for(N)[mask_name]
+    ours = self.variant(lambda q, k, v: tj.attention(q, k, v, mask=mask))(q, k, v)
+    ref = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation="xla")
+    assert ours.shape == (B, T, N, H)
+    np.testing.assert_allclose(ours, ref, atol=2e-6, rtol=2e-6)
 
 
 @pytest.mark.parametrize("N,K", HEADS, ids=["mha", "gqa", "mqa"])

@@ -6,21 +6,16 @@ import numpy as np
 import pytest
 
 import tfmr_jax as tj
+from tests.conftest import random_qkv
 from tests.ops.oracle import np_attention
-from tfmr_jax.ops import implementations
 from tfmr_jax.ops.implementations import CPU_TILED_MIN_LOGITS, choose_implementation
+from tfmr_jax.ops.jax_nn import jax_nn_attention
 
 B, T, S, N, H = 2, 5, 11, 6, 7  # prime-sized, T != S
 
 
 def qkv(K, seed=0):
-  rng = np.random.default_rng(seed)
-  arrays = (
-    rng.normal(size=(B, T, N, H)),
-    rng.normal(size=(B, S, K, H)),
-    rng.normal(size=(B, S, K, H)),
-  )
-  return tuple(jnp.asarray(a, jnp.float32) for a in arrays)
+  return random_qkv(B=B, T=T, S=S, N=N, K=K, H=H, seed=seed)
 
 
 def with_empty_rows():
@@ -121,6 +116,6 @@ def test_xla_wrapper_zeroes_rows_that_jax_nn_would_fill_with_the_mean():
   mask = tj.padding_mask(np.array([S, 0]), S)
   raw = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation="xla")
   assert np.any(np.asarray(raw[1]) != 0.0)  # what jax.nn does on empty rows
-  ours = implementations.jax_nn_attention(q, k, v, mask=mask)
+  ours = jax_nn_attention(q, k, v, mask=mask)
   assert np.all(np.asarray(ours[1]) == 0.0)
   np.testing.assert_allclose(ours[0], raw[0], atol=1e-6)

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 import tfmr_jax as tj
+from tests.conftest import random_qkv
 from tests.ops.oracle import np_attention, np_causal
-from tfmr_jax.ops import implementations
 from tfmr_jax.ops.implementations import choose_implementation
+from tfmr_jax.ops.jax_nn import jax_nn_attention
 
 B, N, H = 2, 6, 7
 HEADS = {"mha": 6, "gqa": 3}
@@ -26,13 +27,7 @@ EMPTY = 2  # rows 0 and 1 of sequence 1 see no key once padding meets the causal
 
 
 def qkv(K, T, S, seed=0):
-  rng = np.random.default_rng(seed)
-  arrays = (
-    rng.normal(size=(B, T, N, H)),
-    rng.normal(size=(B, S, K, H)),
-    rng.normal(size=(B, S, K, H)),
-  )
-  return tuple(jnp.asarray(a, jnp.float32) for a in arrays)
+  return random_qkv(B=B, T=T, S=S, N=N, K=K, H=H, seed=seed)
 
 
 def left_padding(T, S):
@@ -114,7 +109,7 @@ def test_jax_nn_is_causal_is_top_left_so_wide_shapes_must_not_use_it():
   theirs = jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="xla")
   top_left = np.tril(np.ones((T, S), bool))
   np.testing.assert_allclose(theirs, np_attention(q, k, v, top_left), atol=1e-5, rtol=1e-5)
-  ours = implementations.jax_nn_attention(q, k, v, is_causal=True)
+  ours = jax_nn_attention(q, k, v, is_causal=True)
   np.testing.assert_allclose(ours, np_attention(q, k, v, np_causal(T, S)), atol=1e-5, rtol=1e-5)
 
 
@@ -227,7 +222,7 @@ def test_fewer_keys_than_queries_is_refused_before_tracing(implementation):
   with pytest.raises(ValueError, match=message):
     tj.attention_weights(q_bad, kv_bad, is_causal=True)
   with pytest.raises(ValueError, match=message):
-    implementations.jax_nn_attention(q_bad, kv_bad, kv_bad, is_causal=True)
+    jax_nn_attention(q_bad, kv_bad, kv_bad, is_causal=True)
   # Without the rule, fewer keys than queries is fine.
   assert tj.attention(q_bad, kv_bad, kv_bad, implementation=implementation).shape == q_bad.shape
 

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 
 import tfmr_jax as tj
+from tests.conftest import random_qkv
 from tests.ops.oracle import np_attention, np_causal
-from tfmr_jax.ops.tiled_attention import _Plan, _static_kinds_IJ, tiled_attention
+from tfmr_jax.ops.tiled.plan import Plan, static_kinds_IJ
+from tfmr_jax.ops.tiled_attention import tiled_attention
 
 # Prime-sized, T != S, so a swapped axis breaks a shape or a value.
 B, T, S, N, H = 2, 13, 17, 6, 7
@@ -17,13 +19,7 @@ BLOCKS = {"ragged": (4, 5), "whole": (13, 17), "single": (1, 1)}
 
 
 def qkv(K, *, T=T, S=S, dtype=jnp.float32, seed=0):
-  rng = np.random.default_rng(seed)
-  arrays = (
-    rng.normal(size=(B, T, N, H)),
-    rng.normal(size=(B, S, K, H)),
-    rng.normal(size=(B, S, K, H)),
-  )
-  return tuple(jnp.asarray(a, dtype) for a in arrays)
+  return random_qkv(B=B, T=T, S=S, N=N, K=K, H=H, dtype=dtype, seed=seed)
 
 
 def random_mask(*, T=T, S=S, seed=1, empty_rows=True):
@@ -183,13 +179,13 @@ def test_blocks_a_mask_rules_out_are_never_read():
 
 @pytest.mark.parametrize("T_,S_,Q,C", [(16, 16, 4, 4), (13, 17, 4, 5), (5, 23, 2, 3)])
 def test_causal_block_plan_matches_numpy(T_, S_, Q, C):
-  plan = _Plan(T=T_, S=S_, Q=Q, C=C, is_causal=True)
+  plan = Plan(T=T_, S=S_, Q=Q, C=C, is_causal=True)
   allowed = np.zeros((plan.I * Q, plan.J * C), bool)
   allowed[:T_, :S_] = np_causal(T_, S_)
   allowed[T_:, :S_] = True  # padded query rows are discarded, they may see anything
   blocks = allowed.reshape(plan.I, Q, plan.J, C)
   expected = np.where(blocks.all(axis=(1, 3)), 1, np.where(blocks.any(axis=(1, 3)), 2, 0))
-  np.testing.assert_array_equal(_static_kinds_IJ(plan), expected)
+  np.testing.assert_array_equal(static_kinds_IJ(plan), expected)
 
 
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16], ids=["bf16", "fp16"])

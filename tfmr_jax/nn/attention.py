@@ -28,8 +28,7 @@ from flax import nnx
 from tfmr_jax.nn.dropout import check_dropout, make_dropout
 from tfmr_jax.nn.kv_cache import KVCache
 from tfmr_jax.ops import attention, attention_weights, combine_masks
-from tfmr_jax.ops.attention import check_is_causal
-from tfmr_jax.ops.guards import check_floating, check_positive, check_rank
+from tfmr_jax.ops.guards import check_floating, check_is_causal, check_positive, check_rank
 
 _default_init = nnx.initializers.lecun_normal()
 

@@ -1,45 +1,66 @@
-"""Argument checks shared by the public ops.
+"""Argument checks shared by the ops, the masked-logit constant and two shape helpers.
 
-Every check runs on static shapes and dtypes, so under `jax.jit` it costs nothing
-after tracing. Each raises one error that names the argument, what it got and the
-rule it broke.
+Dimension key: B batch, T query length, S key/value length, N query heads, K kv heads,
+G = N // K, H head dim; lower case (b, n, t, s) for axes that may be 1 and broadcast.
+
+Every op imports this module; it imports no other ops module. The rank, shape, dtype
+and broadcast checks go through chex's static assertions, which read shapes and dtypes
+only, so under `jax.jit` they run while tracing and cost nothing after. A failed one
+is raised again as one ValueError or TypeError that names the argument, what it got
+and the rule it broke (chex's own message would name "input 0").
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+import chex
 import jax.numpy as jnp
 import numpy as np
+
+# Large, finite: exp(MASKED - max) underflows to exactly 0 in float32, and a row
+# of nothing but MASKED stays finite (the ops zero it afterwards).
+MASKED_LOGIT = -0.7 * float(jnp.finfo(jnp.float32).max)
+
+
+def _require(assertion: Callable, *args, error: type[Exception], message: str, **kwargs) -> None:
+  """Run a chex assertion; where it fails, raise `error(message)` in its place."""
+  try:
+    assertion(*args, **kwargs)
+  except AssertionError:
+    raise error(message) from None
+
+
+def _array_like(x):
+  """x itself when it has a shape and a dtype (arrays, tracers), else np.asarray(x)."""
+  return x if hasattr(x, "shape") and hasattr(x, "dtype") else np.asarray(x)
 
 
 def check_rank(name: str, x, rank: int, dims: str) -> None:
   """Raise ValueError unless `x` has `rank` axes; `dims` spells them, e.g. "[B, T, N, H]"."""
-  if np.ndim(x) != rank:
-    raise ValueError(f"{name} must have rank {rank} {dims}, got shape {np.shape(x)}")
+  x = _array_like(x)
+  message = f"{name} must have rank {rank} {dims}, got shape {np.shape(x)}"
+  _require(chex.assert_rank, x, rank, error=ValueError, message=message)
 
 
 def check_floating(name: str, x) -> None:
   """Raise TypeError unless `x` has a floating dtype."""
-  if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
-    raise TypeError(f"{name} must have a floating dtype, got {jnp.result_type(x)}")
+  message = f"{name} must have a floating dtype, got {jnp.result_type(x)}"
+  _require(chex.assert_type, _array_like(x), jnp.floating, error=TypeError, message=message)
 
 
 def check_broadcastable(name: str, shape: Sequence[int], target: Sequence[int], dims: str) -> None:
   """Raise ValueError unless an array of `shape` broadcasts to `target` without growing."""
   shape, target = tuple(shape), tuple(target)
-  ok = len(shape) <= len(target) and all(
-    s in (1, t) for s, t in zip(reversed(shape), reversed(target), strict=False)
-  )
-  if not ok:
-    raise ValueError(f"{name} of shape {shape} does not broadcast to {dims} = {target}")
+  message = f"{name} of shape {shape} does not broadcast to {dims} = {target}"
+  _require(chex.assert_is_broadcastable, shape, target, error=ValueError, message=message)
 
 
 def check_bool_mask(name: str, mask, target: Sequence[int]) -> None:
   """Raise unless `mask` is bool and broadcasts to `target` = (B, N, T, S)."""
-  if jnp.result_type(mask) != jnp.bool_:
-    raise TypeError(
-      f"{name} must be a bool array (True = may attend), got dtype {jnp.result_type(mask)}; "
-      "convert explicitly, e.g. mask != 0"
-    )
+  message = (
+    f"{name} must be a bool array (True = may attend), got dtype {jnp.result_type(mask)}; "
+    "convert explicitly, e.g. mask != 0"
+  )
+  _require(chex.assert_type, _array_like(mask), bool, error=TypeError, message=message)
   check_broadcastable(name, np.shape(mask), target, "[B, N, T, S]")
 
 
@@ -49,3 +70,75 @@ def check_positive(name: str, value, *, allow_zero: bool = False) -> None:
   if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
     rule = "a non-negative int" if allow_zero else "a positive int"
     raise ValueError(f"{name} must be {rule}, got {value!r}")
+
+
+def check_is_causal(is_causal, *, T: int, S: int) -> None:
+  """Raise unless `is_causal` is a Python bool, and, when True, S >= T.
+
+  A traced or array value is refused: the causal structure must be known while
+  tracing (pass a traced rule as a `mask` instead).
+  """
+  if not isinstance(is_causal, bool):
+    raise TypeError(
+      f"is_causal must be a Python bool (static; use mask= for a rule known only at run time), "
+      f"got {type(is_causal).__name__} {is_causal!r}"
+    )
+  if is_causal and S < T:
+    raise ValueError(
+      f"is_causal=True needs S >= T (queries are the last T of S keys), got T={T}, S={S}"
+    )
+
+
+def check_attention_args(
+  q_BTNH, k_BSKH, v_BSKH, mask, bias, *, is_causal: bool = False
+) -> tuple[int, int, int, int, int, int]:
+  """Validate the shared arguments of every attention implementation.
+
+  Returns (B, T, S, N, K, H). Raises ValueError/TypeError naming the argument.
+  """
+  check_rank("q_BTNH", q_BTNH, 4, "[B, T, N, H]")
+  check_rank("k_BSKH", k_BSKH, 4, "[B, S, K, H]")
+  check_rank("v_BSKH", v_BSKH, 4, "[B, S, K, H]")
+  for name, x in (("q_BTNH", q_BTNH), ("k_BSKH", k_BSKH), ("v_BSKH", v_BSKH)):
+    check_floating(name, x)
+  message = f"k_BSKH and v_BSKH must have the same shape, got {k_BSKH.shape} and {v_BSKH.shape}"
+  _require(chex.assert_equal_shape, [k_BSKH, v_BSKH], error=ValueError, message=message)
+  message = f"q_BTNH {q_BTNH.shape} and k_BSKH {k_BSKH.shape} must agree on batch B and head dim H"
+  _require(
+    chex.assert_equal_shape, [q_BTNH, k_BSKH], dims=(0, 3), error=ValueError, message=message
+  )
+  B, T, N, H = q_BTNH.shape
+  S, K = k_BSKH.shape[1:3]
+  message = (
+    f"query heads N={N} must be a multiple of kv heads K={K} (q {q_BTNH.shape}, k {k_BSKH.shape})"
+  )
+  _require(chex.assert_is_divisible, N, K, error=ValueError, message=message)
+  check_is_causal(is_causal, T=T, S=S)
+  target = (B, N, T, S)
+  if mask is not None:
+    check_bool_mask("mask", mask, target)
+  if bias is not None:
+    check_floating("bias", bias)
+    check_broadcastable("bias", jnp.shape(bias), target, "[B, N, T, S]")
+  return B, T, S, N, K, H
+
+
+def as_rank4(x_NTS):
+  """A broadcastable [.., N, T, S] array as rank 4 [b, n, t, s]; None stays None.
+
+  Leading axes of size 1 are added, so jax.nn and the grouped helpers see four axes.
+  """
+  if x_NTS is None:
+    return None
+  x = jnp.asarray(x_NTS)
+  return x.reshape((1,) * (4 - x.ndim) + x.shape)
+
+
+def grouped(x_NTS, K: int, G: int):
+  """A broadcastable [.., N, T, S] array as rank 5 [b, K|1, G|1, t, s].
+
+  Query head n = k * G + g; an array without a head axis (n = 1) keeps K = G = 1.
+  """
+  x_bnts = as_rank4(x_NTS)
+  b, n, t, s = x_bnts.shape
+  return x_bnts.reshape(b, K if n > 1 else 1, G if n > 1 else 1, t, s)

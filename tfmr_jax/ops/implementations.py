@@ -1,11 +1,11 @@
-"""The switch behind `tj.attention(..., implementation=...)`.
+"""The switch behind `tj.attention(..., implementation=...)`: choose one, run it.
 
 Dimension key: B batch, T query length, S key/value length, N query heads, K kv heads,
 H head dim.
 
-  "reference"  the einsum + softmax in tfmr_jax.ops.attention: [B, N, T, S] logits
+  "reference"  tfmr_jax.ops.reference: einsum + softmax over [B, N, T, S] logits
   "tiled"      tfmr_jax.ops.tiled_attention: online softmax, O(T) memory
-  "xla"        jax.nn.dot_product_attention(implementation="xla")
+  "xla"        jax.nn.dot_product_attention(implementation="xla"), via tfmr_jax.ops.jax_nn
   "cudnn"      jax.nn.dot_product_attention(implementation="cudnn"), GPU only
   None         the fastest correct one for the backend and shape: `choose_implementation`
 
@@ -18,18 +18,16 @@ s <= t + (S - T)) with the same result as the mask `causal_mask(T, S)`.
 import jax
 import jax.numpy as jnp
 
-from tfmr_jax.ops.attention import check_is_causal
-from tfmr_jax.ops.masks import causal_mask, combine_masks
+from tfmr_jax.ops.jax_nn import jax_nn_attention
+from tfmr_jax.ops.reference import reference_attention
 from tfmr_jax.ops.tiled_attention import tiled_attention
 
 IMPLEMENTATIONS = ("reference", "tiled", "xla", "cudnn")
 
-# CPU crossover, measured by experiments/bench_attention.py --crossover (B=1 and B=8,
-# N=8, H=64; README, performance section): from T * S = 64 * 64 on, the tiled path is the
-# fastest or within 5% of the fastest, forward and forward+backward, causal or not; below
-# it every implementation takes about 0.1 ms at B=1 and none wins reliably, so the plain
-# reference path runs. Decoding steps (T = 1 with the cache's mask array) are a wash
-# between the two from S = 512 on: within 10% either way.
+# CPU crossover, found by experiments/bench_attention.py --crossover (B=1 and 8, N=8,
+# H=64; the timings are in the README's performance section): from T * S = 64 * 64 on,
+# the tiled path is the fastest or close to it, forward and forward+backward, causal or
+# not; below it no implementation wins reliably, so the plain reference path runs.
 CPU_TILED_MIN_LOGITS = 64 * 64
 
 # Elsewhere (GPU, TPU; not measured here): XLA's attention while its [B, N, T, S]
@@ -88,76 +86,16 @@ def resolve_implementation(implementation, q_BTNH, k_BSKH) -> str:
   return implementation
 
 
-def jax_nn_attention(
-  q_BTNH,
-  k_BSKH,
-  v_BSKH,
-  *,
-  mask=None,
-  bias=None,
-  scale=None,
-  is_causal: bool = False,
-  implementation: str = "xla",
-):
-  """jax.nn.dot_product_attention with our fully-masked-row rule. Returns [B, T, N, H].
-
-  jax.nn returns the mean of all values on a row whose keys are all masked; we
-  select zeros there (a select, not a product, so a backend's NaN cannot leak), which
-  also stops the gradient flowing through those rows.
-
-  is_causal: our rule, query t sees key s <= t + (S - T). jax.nn's own `is_causal`
-  aligns the diagonal top-left (s <= t), which is the same only for T == S; so it
-  gets is_causal=True when T == S, and the mask `causal_mask(T, S)` when T < S.
-  """
-  B, T, N, _ = q_BTNH.shape
-  S = k_BSKH.shape[1]
-  check_is_causal(is_causal, T=T, S=S)
-  rows_mask = mask  # what decides which rows see no key at all
-  if is_causal:
-    # The causal rule alone empties no row (S >= T); ANDed with a mask it may.
-    rows_mask = None if mask is None else combine_masks(causal_mask(T, S), mask)
-    if T != S:
-      mask = combine_masks(causal_mask(T, S), mask)
-  out_BTNH = jax.nn.dot_product_attention(
-    q_BTNH,
-    k_BSKH,
-    v_BSKH,
-    bias=_as_rank4(bias),
-    mask=_as_rank4(mask),
-    scale=scale,
-    is_causal=is_causal and T == S,
-    implementation=implementation,
-  )
-  if rows_mask is None:
-    return out_BTNH
-  seen_BNT = jnp.broadcast_to(jnp.any(_as_rank4(rows_mask), axis=-1), (B, N, T))
-  seen_BTN1 = seen_BNT.transpose(0, 2, 1)[..., None]
-  return jnp.where(seen_BTN1, out_BTNH, 0.0).astype(out_BTNH.dtype)
-
-
-def _as_rank4(x):
-  """None, or x with leading axes of size 1 added up to rank 4 (jax.nn wants [B, N, T, S])."""
-  if x is None:
-    return None
-  x = jnp.asarray(x)
-  return x.reshape((1,) * (4 - x.ndim) + x.shape)
-
-
 def run_implementation(
   implementation: str, q_BTNH, k_BSKH, v_BSKH, *, mask, bias, scale, is_causal: bool = False
 ):
-  """Attention by a resolved, non-reference implementation name. Returns [B, T, N, H]."""
+  """Attention by a resolved implementation name. Returns [B, T, N, H] in q's dtype.
+
+  Arguments must already have passed `check_attention_args`.
+  """
+  options = dict(mask=mask, bias=bias, scale=scale, is_causal=is_causal)
+  if implementation == "reference":
+    return reference_attention(q_BTNH, k_BSKH, v_BSKH, **options)
   if implementation == "tiled":
-    return tiled_attention(
-      q_BTNH, k_BSKH, v_BSKH, mask=mask, bias=bias, scale=scale, is_causal=is_causal
-    )
-  return jax_nn_attention(
-    q_BTNH,
-    k_BSKH,
-    v_BSKH,
-    mask=mask,
-    bias=bias,
-    scale=scale,
-    is_causal=is_causal,
-    implementation=implementation,
-  )
+    return tiled_attention(q_BTNH, k_BSKH, v_BSKH, **options)
+  return jax_nn_attention(q_BTNH, k_BSKH, v_BSKH, **options, implementation=implementation)
