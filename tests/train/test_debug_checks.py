@@ -73,3 +73,13 @@ def test_the_loop_names_the_step_and_keeps_the_last_good_checkpoint(tmp_path, mo
   checkpoints = Checkpointer(str(tmp_path / "checkpoints"), keep=2)
   assert checkpoints.latest_step() == 5
   checkpoints.close()
+
+
+def test_attention_inputs_are_checked_inside_the_step():
+  # One NaN in a key projection weight: the attention op reports its non-finite input.
+  tx = optax.adam(1e-3)
+  step, state, batch = _reverse_step(tx, debug_checks=True)
+  key_kernel = state.params["layers"][0]["attention"]["key"]["kernel"]
+  key_kernel[...] = key_kernel[...].at[0, 0].set(np.nan)
+  with pytest.raises(AssertionError, match=r"attention: k_BSKH has a non-finite value"):
+    step(state, batch)

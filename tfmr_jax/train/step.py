@@ -18,6 +18,7 @@ import optax
 from flax import nnx
 
 from tfmr_jax.nn import state as model_state
+from tfmr_jax.ops.debug import debug_checks as ops_debug_checks
 from tfmr_jax.train.loss import mean_loss, metric_sums
 
 
@@ -79,13 +80,18 @@ def make_train_step(
   `metric_sums` of the batch.
 
   debug_checks: check values inside the compiled step (`chex.chexify`): the loss, the
-  gradients and the updated parameters must be finite, or the call raises
-  `checkify.JaxRuntimeError` naming the step that made them and which leaves are
-  not finite. Costs a host sync per step; off by default.
+  gradients and the updated parameters must be finite, and so must every attention
+  op's inputs and output (`tfmr_jax.ops.debug_checks`), or the call raises
+  AssertionError naming what broke: the step and the leaves, or the op and its
+  argument. Costs a host sync per step; off by default.
   """
 
   @traced_once
   def train_step(state: TrainState, batch: dict):
+    with ops_debug_checks(enabled=debug_checks):  # read by the ops while this traces
+      return checked_train_step(state, batch)
+
+  def checked_train_step(state: TrainState, batch: dict):
     def objective(params, rest):
       model = model_state.merge(graphdef, params, rest)
       logits_BTV = forward(model, batch, data_format)
