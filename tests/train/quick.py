@@ -3,6 +3,7 @@
 import numpy as np
 
 from tfmr_jax import config as C
+from tfmr_jax.tasks import make_task
 
 
 def quick_config(task_name: str, **sections):
@@ -58,3 +59,22 @@ def unigram_entropy(text: str) -> float:
   _, counts = np.unique(list(text), return_counts=True)
   p = counts / counts.sum()
   return float(-(p * np.log(p)).sum())
+
+
+def poisoned_make_task(nan_at_step: int):
+  """`make_task`, but the batch of update `nan_at_step + 1` has NaN loss weights."""
+
+  def make_poisoned_task(**fields):
+    task = make_task(**fields)
+    clean = task.train_batch
+
+    def train_batch(seed, step, batch_size):
+      batch = clean(seed, step, batch_size)
+      if step == nan_at_step:
+        batch["weights"] = batch["weights"] * np.float32("nan")
+      return batch
+
+    task.train_batch = train_batch
+    return task
+
+  return make_poisoned_task

@@ -4,7 +4,7 @@ import numpy as np
 import optax
 import pytest
 
-from tests.train.quick import quick_config
+from tests.train.quick import poisoned_make_task, quick_config
 from tfmr_jax import config as C
 from tfmr_jax.tasks import make_task
 from tfmr_jax.train import NonFiniteLossError, train
@@ -49,20 +49,7 @@ def test_finite_steps_are_unchanged_by_the_checks():
 
 
 def test_the_loop_names_the_step_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-  def poisoned(**fields):
-    task = make_task(**fields)
-    clean = task.train_batch
-
-    def train_batch(seed, step, batch_size):
-      batch = clean(seed, step, batch_size)
-      if step == 6:  # the 7th update
-        batch["weights"] = batch["weights"] * np.float32("nan")
-      return batch
-
-    task.train_batch = train_batch
-    return task
-
-  monkeypatch.setattr(loop_lib, "make_task", poisoned)
+  monkeypatch.setattr(loop_lib, "make_task", poisoned_make_task(nan_at_step=6))  # 7th update
   config = quick_config(
     "reverse",
     optim={"warmup_steps": 3},

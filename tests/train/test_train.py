@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from tests.train.quick import grammar_text, quick_config, unigram_entropy
+from tests.train.quick import grammar_text, poisoned_make_task, quick_config, unigram_entropy
 from tfmr_jax import config as C
 from tfmr_jax.train import NonFiniteLossError, evaluate, load_run, read_metrics, sample, train
 from tfmr_jax.train import loop as loop_lib
@@ -160,22 +160,7 @@ def test_resume_is_bitwise_the_same_run(tmp_path):
 
 
 def test_non_finite_loss_names_the_step_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-  make_task = loop_lib.make_task
-
-  def poisoned(**fields):
-    task = make_task(**fields)
-    clean = task.train_batch
-
-    def train_batch(seed, step, batch_size):
-      batch = clean(seed, step, batch_size)
-      if step == 6:  # the 7th update
-        batch["weights"] = batch["weights"] * np.float32("nan")
-      return batch
-
-    task.train_batch = train_batch
-    return task
-
-  monkeypatch.setattr(loop_lib, "make_task", poisoned)
+  monkeypatch.setattr(loop_lib, "make_task", poisoned_make_task(nan_at_step=6))  # 7th update
   config = quick_config(
     "reverse", optim={"warmup_steps": 3}, train={"num_steps": 20, "checkpoint_every": 5}
   )
