@@ -167,6 +167,7 @@ def plot_learning_curve(workdir: str, title: str, path: str) -> None:
 
 def attention_maps(workdir: str):
   """[(panel title, [N, T, S] weights, query labels, key labels)] for one held-out example."""
+  from tfmr_jax.nn import capture_attention
   from tfmr_jax.train import load_run
 
   run_ = load_run(workdir)
@@ -177,24 +178,29 @@ def attention_maps(workdir: str):
   i = int(np.argmax([len(set(row.tolist())) for row in rows]))
   example = {k: v[i : i + 1] for k, v in examples.items()}
   if task.format == "seq2seq":
-    _, maps = model(example["src"], example["tgt_in"], return_attention=True)
+    _, maps = capture_attention(model, example["src"], example["tgt_in"])
     src, tgt = (
       task.decode_output(example["src"][0]).split(),
       ["<s>"] + task.decode_output(example["tgt_in"][0, 1:]).split(),
     )
-    panels = [(f"encoder layer {i + 1}", m, src, src) for i, m in enumerate(maps["encoder"])]
-    for i, (self_map, cross_map) in enumerate(maps["decoder"]):
-      panels.append((f"decoder self layer {i + 1}", self_map, tgt, tgt))
-      panels.append((f"decoder cross layer {i + 1}", cross_map, tgt, src))
+    panels = []
+    for path, m in maps.items():  # in layer order: encoder, then decoder self / cross
+      layer = int(path.split(".")[-2]) + 1
+      if path.startswith("encoder."):
+        panels.append((f"encoder layer {layer}", m, src, src))
+      elif path.endswith("self_attention"):
+        panels.append((f"decoder self layer {layer}", m, tgt, tgt))
+      else:
+        panels.append((f"decoder cross layer {layer}", m, tgt, src))
   else:
     tokens = example["inputs"]
-    _, maps = model(tokens, return_attention=True)
+    _, maps = capture_attention(model, tokens)
     labels = (
       list(task.decode_output(tokens[0]))
       if task.name == "char_lm"
       else [str(int(t)) for t in tokens[0]]
     )
-    panels = [(f"layer {i + 1}", m, labels, labels) for i, m in enumerate(maps)]
+    panels = [(f"layer {i + 1}", m, labels, labels) for i, m in enumerate(maps.values())]
   return [(title, np.asarray(m)[0], q, k) for title, m, q, k in panels]
 
 

@@ -19,7 +19,7 @@ if ROOT not in sys.path:
 
 import tfmr_jax as tj  # noqa: E402
 from experiments import bench_train  # noqa: E402
-from tfmr_jax.models import GPT2, GPT2Config  # noqa: E402
+from tfmr_jax.models import GPT2, TransformerConfig  # noqa: E402
 
 
 def traced_matmul_flops(jaxpr) -> int:
@@ -65,7 +65,7 @@ def test_model_flops_match_hand_count_and_the_traced_matmuls(K):
   # The matmuls JAX actually traces for the model with reference attention, which also
   # computes the T (T - 1) / 2 masked pairs per sequence and head the count leaves out.
   B, T = 2, 13
-  config = GPT2Config(
+  config = TransformerConfig.gpt(
     vocab_size=11, max_len=T, num_layers=2, num_heads=3, d_model=15, d_ff=7, num_kv_heads=K
   )
   model = GPT2(

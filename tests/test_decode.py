@@ -7,33 +7,33 @@ import pytest
 from flax import nnx
 
 from tfmr_jax import decode
-from tfmr_jax.models import GPT2, EncoderDecoderTransformer, GPT2Config
+from tfmr_jax.models import GPT2, EncoderDecoderTransformer, TransformerConfig
 
 V = 23
 
 
 @pytest.fixture(scope="module")
 def gpt():
-  return GPT2(
-    GPT2Config(vocab_size=V, max_len=16, num_layers=2, num_heads=3, d_model=12, dropout=0.2),
-    rngs=nnx.Rngs(0),
+  config = TransformerConfig.gpt(
+    vocab_size=V, max_len=16, num_layers=2, num_heads=3, d_model=12, dropout=0.2
   )
+  return GPT2(config, rngs=nnx.Rngs(0))
 
 
 @pytest.fixture(scope="module")
 def s2s():
-  return EncoderDecoderTransformer(
-    src_vocab_size=11,
+  config = TransformerConfig(
+    vocab_size=11,
     tgt_vocab_size=V,
-    num_encoder_layers=1,
+    num_layers=1,
     num_decoder_layers=2,
     d_model=12,
     num_heads=3,
     d_ff=20,
     max_len=16,
     dropout=0.2,
-    rngs=nnx.Rngs(1),
   )
+  return EncoderDecoderTransformer(config, rngs=nnx.Rngs(1))
 
 
 def eval_forward(model):
@@ -154,7 +154,8 @@ def test_generate_seq2seq_bad_arguments(s2s):
   with pytest.raises(TypeError, match="prompt_BT must be integer token ids"):
     decode.generate(
       GPT2(
-        GPT2Config(vocab_size=5, max_len=4, num_layers=1, num_heads=1, d_model=2), rngs=nnx.Rngs(0)
+        TransformerConfig.gpt(vocab_size=5, max_len=4, num_layers=1, num_heads=1, d_model=2),
+        rngs=nnx.Rngs(0),
       ),
       jnp.zeros((1, 2)),
       max_new_tokens=1,

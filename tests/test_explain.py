@@ -24,7 +24,7 @@ from experiments.explain import (  # noqa: E402
   scaling,
   worked_example,
 )
-from tfmr_jax.models import GPT2, GPT2Config  # noqa: E402
+from tfmr_jax.models import GPT2, TransformerConfig  # noqa: E402
 
 
 def test_scaling_variance_grows_as_d_k_and_unscaled_softmax_saturates():
@@ -97,9 +97,8 @@ def test_batchnorm_sees_padding_and_layernorm_does_not():
 
 
 def test_future_tokens_do_not_move_past_logits_of_a_gpt():
-  model = GPT2(
-    GPT2Config(vocab_size=11, max_len=13, num_layers=2, num_heads=2, d_model=14), rngs=nnx.Rngs(3)
-  )
+  config = TransformerConfig.gpt(vocab_size=11, max_len=13, num_layers=2, num_heads=2, d_model=14)
+  model = GPT2(config, rngs=nnx.Rngs(3))
   tokens_T = np.random.default_rng(0).integers(0, 11, 13)
   change_PT = causal.measure_causality(model, tokens_T, vocab_size=11, draws=2)
   past_PT = np.arange(13)[None, :] <= np.arange(13)[:, None]

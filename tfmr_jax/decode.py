@@ -180,14 +180,15 @@ def generate_seq2seq(
   """Translate `src_BS`: the decoder starts from `bos_id`. Returns [B, 1 + M] int32, bos first.
 
   Args:
-    model: an `EncoderDecoderTransformer` (`encode`, `init_cache`, `extend`).
+    model: an `EncoderDecoderTransformer` (`config.max_len`, `config.vocab_size`,
+      `config.tgt_vocab_size`, `encode`, `init_cache`, `extend`).
     src_BS: int source ids, S <= max_len. src_valid_BS: bool, True = real token.
     max_new_tokens: M > 0, M <= max_len (the decoder reads bos and M - 1 outputs).
     bos_id: the start token, 0 <= bos_id < V.
     temperature, top_k, rng: as in `generate`.
   """
-  max_len, vocab_size = model.max_len, model.tgt_vocab_size
-  src_BS = _check_tokens("src_BS", src_BS, model.src_vocab_size)
+  max_len, vocab_size = model.config.max_len, model.config.tgt_vocab_size
+  src_BS = _check_tokens("src_BS", src_BS, model.config.vocab_size)
   check_positive("max_new_tokens", max_new_tokens)
   if max_new_tokens > max_len:
     raise ValueError(f"max_new_tokens={max_new_tokens} exceeds the model's max_len={max_len}")

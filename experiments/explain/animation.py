@@ -15,6 +15,7 @@ from experiments.explain.figures import heatmap, plt, save
 from experiments.explain.finding import Finding
 from experiments.explain.runs import fresh_run, reverse_config
 from tfmr_jax import train as trainer
+from tfmr_jax.nn import capture_attention
 from tfmr_jax.tasks import make_task
 from tfmr_jax.train.build import build_model
 
@@ -44,9 +45,9 @@ def snapshots(
   ]
   out = {"steps": [], "maps": [], "accuracy": [], "tokens": inputs[sequence]}
   for step, model in models:
-    logits_BTV, maps = model(inputs, return_attention=True)
+    logits_BTV, maps = capture_attention(model, inputs)
     out["steps"].append(step)
-    out["maps"].append(np.asarray(maps[0][sequence, 0]))
+    out["maps"].append(np.asarray(maps["layers.0.attention"][sequence, 0]))
     out["accuracy"].append(float(np.mean(np.asarray(logits_BTV.argmax(-1)) == targets)))
   return out
 

@@ -17,7 +17,8 @@ from experiments.explain.figures import attention_grid, plt, save
 from experiments.explain.finding import Finding
 from experiments.explain.runs import fresh_run, recipe
 from tfmr_jax import train as trainer
-from tfmr_jax.models import GPT2, GPT2Config
+from tfmr_jax.models import GPT2, TransformerConfig
+from tfmr_jax.nn import capture_attention
 
 
 def char_lm_config(*, num_steps: int):
@@ -63,7 +64,9 @@ def explain(figure_dir: str, *, workdir: str, quick: bool = False) -> Finding:
   if quick:  # causality holds for any weights: an untrained model stands in
     vocab_size, T = 13, 16
     model = GPT2(
-      GPT2Config(vocab_size=vocab_size, max_len=T, num_layers=2, num_heads=4, d_model=32),
+      TransformerConfig.gpt(
+        vocab_size=vocab_size, max_len=T, num_layers=2, num_heads=4, d_model=32
+      ),
       rngs=nnx.Rngs(0),
     )
     tokens_T = np.random.default_rng(0).integers(0, vocab_size, T)
@@ -97,8 +100,8 @@ def explain(figure_dir: str, *, workdir: str, quick: bool = False) -> Finding:
   plt.colorbar(image, ax=ax, fraction=0.046)
   fig.tight_layout()
   figure_perturb = save(fig, figure_dir, "causal_perturbation.png")
-  _, maps = model(np.asarray(tokens_T[:snippet], np.int32)[None], return_attention=True)
-  maps_LNTS = [np.asarray(m[0]) for m in maps]
+  _, maps = capture_attention(model, np.asarray(tokens_T[:snippet], np.int32)[None])
+  maps_LNTS = [np.asarray(m[0]) for m in maps.values()]  # layer order
   fig = attention_grid(
     maps_LNTS,
     xlabels=labels[:snippet],

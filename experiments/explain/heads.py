@@ -19,7 +19,8 @@ from flax import nnx
 from experiments.explain.figures import SEED_COLORS, heatmap, plt, save
 from experiments.explain.finding import Finding
 from tfmr_jax import config as config_lib
-from tfmr_jax.models import TransformerEncoder, count_params
+from tfmr_jax.models import TransformerConfig, TransformerEncoder, count_params
+from tfmr_jax.nn import capture_attention
 from tfmr_jax.nn import state as model_state
 from tfmr_jax.train.loss import add_sums, finalize
 from tfmr_jax.train.optim import build_optimizer
@@ -80,7 +81,7 @@ def optim_config(*, num_steps: int):
 
 def make_model(task: Pointers, *, num_heads: int, seed: int) -> TransformerEncoder:
   """1-layer post-LN encoder, d_model 64, d_ff 128, learned positions, V^K-way output."""
-  return TransformerEncoder(
+  config = TransformerConfig(
     vocab_size=task.num_symbols,
     num_outputs=task.num_classes,
     num_layers=1,
@@ -90,8 +91,8 @@ def make_model(task: Pointers, *, num_heads: int, seed: int) -> TransformerEncod
     max_len=task.length,
     dropout=0.0,
     positions="learned",
-    rngs=nnx.Rngs(seed),
   )
+  return TransformerEncoder(config, rngs=nnx.Rngs(seed))
 
 
 def train_seeds(
@@ -136,8 +137,8 @@ def train_seeds(
 
 def mean_attention(model, task: Pointers, *, rows: int = 256) -> np.ndarray:
   """[N, T, S] attention of the model's one layer, averaged over `rows` test sequences."""
-  _, maps = model(task.test["inputs"][:rows], return_attention=True)
-  return np.asarray(maps[0]).mean(axis=0)
+  _, maps = capture_attention(model, task.test["inputs"][:rows])
+  return np.asarray(maps["layers.0.attention"]).mean(axis=0)
 
 
 def weight_on_pointers(maps_NTS, task: Pointers) -> np.ndarray:

@@ -19,7 +19,7 @@ import tfmr_jax as tj
 from experiments.explain.figures import SEED_COLORS, plt, save
 from experiments.explain.finding import Finding
 from experiments.explain.runs import curve, fresh_run, reverse_config
-from tfmr_jax.models import TransformerEncoder
+from tfmr_jax.models import TransformerConfig, TransformerEncoder
 from tfmr_jax.tasks import make_task
 
 KINDS = ("none", "sinusoidal", "learned")
@@ -36,7 +36,7 @@ def measure_equivariance(*, vocab: int = 11, T: int = 13, B: int = 5, seed: int 
   perm_T = rng.permutation(T)
   out = {}
   for kind in KINDS:
-    model = TransformerEncoder(
+    config = TransformerConfig(
       vocab_size=vocab,
       num_outputs=vocab,
       num_layers=2,
@@ -46,8 +46,8 @@ def measure_equivariance(*, vocab: int = 11, T: int = 13, B: int = 5, seed: int 
       max_len=T,
       dropout=0.0,
       positions=kind,
-      rngs=nnx.Rngs(seed),
     )
+    model = TransformerEncoder(config, rngs=nnx.Rngs(seed))
     both_BTV = model(jnp.concatenate([tokens_BT, tokens_BT[:, perm_T]]))  # one batch
     logits_BTV, permuted_BTV = both_BTV[:B], both_BTV[B:]
     out[kind] = float(jnp.max(jnp.abs(permuted_BTV - logits_BTV[:, perm_T])))

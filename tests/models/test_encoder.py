@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from tfmr_jax.models import TransformerEncoder
+from tfmr_jax.models import TransformerConfig, TransformerEncoder
+from tfmr_jax.nn import capture_attention
 
 V, P = 13, 16
 
 
 def make(norm="post", positions="sinusoidal", dropout=0.0, **kwargs):
-  model = TransformerEncoder(
+  config = TransformerConfig(
     vocab_size=V,
     num_outputs=V,
     num_layers=2,
@@ -23,9 +24,9 @@ def make(norm="post", positions="sinusoidal", dropout=0.0, **kwargs):
     dropout=dropout,
     norm=norm,
     positions=positions,
-    rngs=nnx.Rngs(0),
     **kwargs,
   )
+  model = TransformerEncoder(config, rngs=nnx.Rngs(0))
   model.eval()
   return model
 
@@ -51,27 +52,20 @@ def test_attention_maps_shape_and_padding():
   model = make(norm="pre", positions="learned")
   tokens = jnp.arange(14).reshape(2, 7) % V
   valid = jnp.arange(7)[None, :] < jnp.array([[7], [3]])
-  logits, maps = jax.jit(lambda t, v: model(t, v, return_attention=True))(tokens, valid)
+  logits, named = jax.jit(lambda t, v: capture_attention(model, t, v))(tokens, valid)
+  maps = [named[f"layers.{i}.attention"] for i in range(2)]
   assert logits.shape == (2, 7, V)
-  assert len(maps) == 2 and all(m.shape == (2, 3, 7, 7) for m in maps)
+  assert len(named) == 2 and all(m.shape == (2, 3, 7, 7) for m in maps)
   np.testing.assert_array_equal(np.asarray(maps[1])[1, :, :, 3:], 0.0)  # padded keys: weight 0
   np.testing.assert_allclose(np.asarray(maps[0]).sum(-1), 1.0, atol=1e-5)
   np.testing.assert_allclose(jax.jit(lambda t, v: model(t, v))(tokens, valid), logits, atol=1e-6)
 
 
 def test_no_head_returns_hidden_states_and_gqa():
-  model = TransformerEncoder(
-    vocab_size=V,
-    num_outputs=None,
-    num_layers=1,
-    d_model=12,
-    num_heads=4,
-    num_kv_heads=2,
-    d_ff=8,
-    max_len=P,
-    dropout=0.0,
-    rngs=nnx.Rngs(0),
+  config = TransformerConfig(
+    vocab_size=V, num_layers=1, d_model=12, num_heads=4, num_kv_heads=2, d_ff=8, max_len=P
   )
+  model = TransformerEncoder(config, rngs=nnx.Rngs(0))
   assert jax.eval_shape(lambda t: model(t), jnp.zeros((3, 5), jnp.int32)).shape == (3, 5, 12)
   assert model.layers[0].attention.key.kernel.shape == (12, 2 * 3)
 
@@ -88,10 +82,10 @@ def test_dropout_train_and_eval():
 @pytest.mark.parametrize(
   "kwargs, error, message",
   [
-    (dict(norm="sandwich"), ValueError, "norm must be one of"),
-    (dict(positions="rotary"), ValueError, "positions must be one of"),
-    (dict(activation="tanh"), ValueError, "activation must be one of .* got 'tanh'"),
-    (dict(num_kv_heads=2), ValueError, "num_kv_heads=2 must divide num_heads=3"),
+    (dict(norm="sandwich"), ValueError, "norm='sandwich': must be one of"),
+    (dict(positions="rotary"), ValueError, "positions='rotary': must be one of"),
+    (dict(activation="tanh"), ValueError, "activation='tanh': must be one of"),
+    (dict(num_kv_heads=2), ValueError, "num_kv_heads=2: must divide num_heads=3"),
   ],
 )
 def test_bad_constructor_arguments(kwargs, error, message):

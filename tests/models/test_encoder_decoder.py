@@ -6,25 +6,26 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from tfmr_jax.models import EncoderDecoderTransformer, count_params
+from tfmr_jax.models import (
+  EncoderDecoderTransformer,
+  TransformerConfig,
+  TransformerEncoder,
+  count_params,
+)
+from tfmr_jax.nn import capture_attention
 
 VS, VT, P = 11, 13, 16
 
 
-def make(**kwargs):
+def config(**kwargs):
   args = dict(
-    src_vocab_size=VS,
-    tgt_vocab_size=VT,
-    num_encoder_layers=2,
-    num_decoder_layers=2,
-    d_model=12,
-    num_heads=3,
-    d_ff=20,
-    max_len=P,
-    dropout=0.0,
-    rngs=nnx.Rngs(0),
+    vocab_size=VS, tgt_vocab_size=VT, num_layers=2, d_model=12, num_heads=3, d_ff=20, max_len=P
   )
-  model = EncoderDecoderTransformer(**{**args, **kwargs})
+  return TransformerConfig(**{**args, **kwargs})
+
+
+def make(**kwargs):
+  model = EncoderDecoderTransformer(config(**kwargs), rngs=nnx.Rngs(0))
   model.eval()
   return model
 
@@ -107,10 +108,20 @@ def test_cached_decoding_equals_teacher_forcing(s2s, forward, extend, batch, pre
 
 def test_attention_maps(s2s, batch):
   src, tgt, valid = batch
-  logits, maps = s2s(src, tgt, valid, return_attention=True)
+  logits, maps = capture_attention(s2s, src, tgt, valid)
+  np.testing.assert_array_equal(logits, s2s(src, tgt, valid))
   assert logits.shape == (2, 9, VT)
-  assert [m.shape for m in maps["encoder"]] == [(2, 3, 7, 7)] * 2
-  self_attn, cross_attn = maps["decoder"][1]
+  assert list(maps) == [
+    "encoder.layers.0.attention",
+    "encoder.layers.1.attention",
+    "decoder_layers.0.self_attention",
+    "decoder_layers.0.cross_attention",
+    "decoder_layers.1.self_attention",
+    "decoder_layers.1.cross_attention",
+  ]
+  assert [maps[f"encoder.layers.{i}.attention"].shape for i in range(2)] == [(2, 3, 7, 7)] * 2
+  self_attn = maps["decoder_layers.1.self_attention"]
+  cross_attn = maps["decoder_layers.1.cross_attention"]
   assert self_attn.shape == (2, 3, 9, 9) and cross_attn.shape == (2, 3, 9, 7)
   np.testing.assert_array_equal(np.triu(np.asarray(self_attn)[0, 0], k=1), 0.0)
   np.testing.assert_array_equal(np.asarray(cross_attn)[1, :, :, 4:], 0.0)
@@ -118,34 +129,43 @@ def test_attention_maps(s2s, batch):
 
 def test_shared_and_tied_embeddings():
   D = 12
-  separate = count_params(make(src_vocab_size=VT))
-  shared = make(src_vocab_size=VT, share_embeddings=True)
+  separate = count_params(make(vocab_size=VT))
+  shared = make(vocab_size=VT, share_embeddings=True, tie_output=True)
   assert shared.tgt_embedding is None and shared.output is None
   assert separate - count_params(shared) == VT * D + (D * VT + VT)  # tgt table and output layer
 
 
 def test_paper_defaults():
-  model = nnx.eval_shape(
-    lambda: EncoderDecoderTransformer(
-      src_vocab_size=37000,
-      tgt_vocab_size=37000,
-      max_len=256,
-      share_embeddings=True,
-      rngs=nnx.Rngs(0),
-    )
+  base = TransformerConfig.paper_base(
+    vocab_size=37000, max_len=256, share_embeddings=True, tie_output=True
   )
-  # Vaswani et al. Table 3, base model: 65M parameters.
+  model = nnx.eval_shape(lambda: EncoderDecoderTransformer(base, rngs=nnx.Rngs(0)))
+  # Vaswani et al. Table 3, base model: 65M parameters. By hand: one shared table, 6
+  # encoder layers of 3,152,384 and 6 decoder layers of 4,204,032; no position parameters.
+  D, F, V, L = 512, 2048, 37000, 6
+  attention, ffn, norm = 4 * (D * D + D), (D * F + F) + (F * D + D), 2 * D
+  encoder_layer, decoder_layer = attention + ffn + 2 * norm, 2 * attention + ffn + 3 * norm
+  assert count_params(model) == V * D + L * (encoder_layer + decoder_layer)  # 63,082,496
   assert 60e6 < count_params(model) < 66e6
-  assert len(model.encoder_layers) == 6 and len(model.decoder_layers) == 6
+  assert len(model.encoder.layers) == 6 and len(model.decoder_layers) == 6
 
 
 def test_bad_arguments():
-  with pytest.raises(ValueError, match="share_embeddings needs src_vocab_size == tgt_vocab_size"):
+  with pytest.raises(ValueError, match="share_embeddings=True: needs tgt_vocab_size == vocab_size"):
     make(share_embeddings=True)
-  with pytest.raises(ValueError, match="num_decoder_layers must be a positive int, got 0"):
+  with pytest.raises(ValueError, match="num_decoder_layers=0: must be a positive int"):
     make(num_decoder_layers=0)
   model = make()
   with pytest.raises(ValueError, match=r"src_BS has length 17"):
     model(jnp.zeros((1, 17), jnp.int32), jnp.zeros((1, 2), jnp.int32))
   with pytest.raises(ValueError, match="cache max_len=17 exceeds the model's max_len=16"):
     model.init_cache(jnp.zeros((1, 3, 12)), max_len=17)
+
+
+def test_encode_is_a_standalone_encoder_with_the_same_weights(s2s, batch):
+  src, _, valid = batch
+  encoder = TransformerEncoder(config(positions="learned", norm="pre"), rngs=nnx.Rngs(1))
+  nnx.update(encoder, nnx.state(s2s.encoder))
+  np.testing.assert_allclose(s2s.encode(src, valid), encoder(src, valid), atol=1e-6)
+  fresh = TransformerEncoder(config(positions="learned", norm="pre"), rngs=nnx.Rngs(1))
+  assert not np.allclose(s2s.encode(src, valid), fresh(src, valid))

@@ -1,4 +1,4 @@
-"""GPT2: parameter count, causality, KV-cache decoding, config validation, from_hf errors."""
+"""GPT2: parameter count, causality, KV-cache decoding, from_hf errors."""
 
 import jax
 import jax.numpy as jnp
@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from tfmr_jax.models import GPT2, GPT2Config, count_params, from_hf
-from tfmr_jax.models.gpt2 import _hf_shapes
+from tfmr_jax.models import GPT2, TransformerConfig, count_params, from_hf
+from tfmr_jax.models.hf import _hf_shapes
 
-TINY = GPT2Config(vocab_size=23, max_len=16, num_layers=2, num_heads=3, d_model=12)
+TINY = TransformerConfig.gpt(vocab_size=23, max_len=16, num_layers=2, num_heads=3, d_model=12)
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,7 @@ def jitted(gpt):
 
 
 def test_124m_parameter_count_without_allocating():
-  model = nnx.eval_shape(lambda: GPT2(GPT2Config(), rngs=nnx.Rngs(0)))
+  model = nnx.eval_shape(lambda: GPT2(TransformerConfig.gpt2_124m(), rngs=nnx.Rngs(0)))
   assert isinstance(model.token_embedding.embed.embedding.get_value(), jax.ShapeDtypeStruct)
   assert count_params(model) == 124_439_808
 
@@ -79,7 +79,9 @@ def test_cached_decoding_equals_full_recomputation(gpt, jitted, prompt_len):
 
 def test_gqa_variant_runs_and_caches():
   model = GPT2(
-    GPT2Config(vocab_size=11, max_len=8, num_layers=1, num_heads=4, d_model=8, num_kv_heads=1),
+    TransformerConfig.gpt(
+      vocab_size=11, max_len=8, num_layers=1, num_heads=4, d_model=8, num_kv_heads=1
+    ),
     rngs=nnx.Rngs(0),
   )
   tokens = jnp.arange(6).reshape(1, 6)
@@ -87,27 +89,6 @@ def test_gqa_variant_runs_and_caches():
   assert cache[0].k_BSKH.shape == (1, 8, 1, 2)
   logits, _ = jax.jit(lambda t, c: model.extend(t, c))(tokens, cache)
   np.testing.assert_allclose(logits, jax.jit(lambda t: model(t))(tokens), atol=1e-5)
-
-
-@pytest.mark.parametrize(
-  "kwargs, message",
-  [
-    (dict(num_heads=5), "num_heads=5 must divide d_model=768"),
-    (dict(num_kv_heads=5), "num_kv_heads=5 must divide num_heads=12"),
-    (dict(vocab_size=0), "vocab_size must be a positive int, got 0"),
-    (dict(d_ff=-3), "d_ff must be a positive int, got -3"),
-    (dict(dropout=-0.1), r"dropout must be a rate in \[0, 1\)"),
-    (dict(ln_eps=0.0), "ln_eps must be a positive float"),
-  ],
-)
-def test_config_validation(kwargs, message):
-  with pytest.raises(ValueError, match=message):
-    GPT2Config(**kwargs)
-
-
-def test_config_default_ff():
-  assert GPT2Config().d_ff == 3072
-  assert GPT2Config(d_model=6, num_heads=2, d_ff=5).d_ff == 5
 
 
 HF_CONFIG = dict(

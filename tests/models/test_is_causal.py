@@ -14,9 +14,10 @@ import numpy as np
 from flax import nnx
 
 import tfmr_jax as tj
-from tfmr_jax.models import GPT2, EncoderDecoderTransformer, GPT2Config
+from tfmr_jax.models import GPT2, EncoderDecoderTransformer, TransformerConfig
+from tfmr_jax.nn import capture_attention
 
-GPT_CONFIG = GPT2Config(vocab_size=23, max_len=16, num_layers=2, num_heads=3, d_model=12)
+GPT_CONFIG = TransformerConfig.gpt(vocab_size=23, max_len=16, num_layers=2, num_heads=3, d_model=12)
 VS, VT, P = 11, 13, 16
 
 
@@ -42,20 +43,18 @@ tiled = functools.partial(tj.attention, implementation="tiled")
 
 
 def seq2seq(attention_fn):
-  model = EncoderDecoderTransformer(
-    src_vocab_size=VS,
+  config = TransformerConfig(
+    vocab_size=VS,
     tgt_vocab_size=VT,
-    num_encoder_layers=1,
+    num_layers=1,
     num_decoder_layers=2,
     d_model=12,
     num_heads=3,
     d_ff=20,
     max_len=P,
-    dropout=0.0,
     norm="pre",
-    attention_fn=attention_fn,
-    rngs=nnx.Rngs(0),
   )
+  model = EncoderDecoderTransformer(config, attention_fn=attention_fn, rngs=nnx.Rngs(0))
   model.eval()
   return model
 
@@ -83,10 +82,11 @@ def test_gpt2_logits_and_maps_are_those_of_the_causal_mask():
   gpt = GPT2(GPT_CONFIG, attention_fn=reference, rngs=nnx.Rngs(0))
   old = nnx.merge(*nnx.split(GPT2(GPT_CONFIG, attention_fn=masks_only, rngs=nnx.Rngs(0))))
   tokens = jax.random.randint(jax.random.key(2), (2, 13), 0, 23)
-  logits, maps = jax.jit(lambda t: gpt(t, return_attention=True))(tokens)
-  old_logits, old_maps = jax.jit(lambda t: old(t, return_attention=True))(tokens)
+  logits, maps = jax.jit(lambda t: capture_attention(gpt, t))(tokens)
+  old_logits, old_maps = jax.jit(lambda t: capture_attention(old, t))(tokens)
   np.testing.assert_array_equal(logits, old_logits)
-  for got, want in zip(maps, old_maps, strict=True):
+  assert sorted(maps) == sorted(old_maps) == ["layers.0.attention", "layers.1.attention"]
+  for got, want in zip(maps.values(), old_maps.values(), strict=True):
     np.testing.assert_array_equal(got, want)
     assert np.all(np.asarray(got)[..., ~np.tril(np.ones((13, 13), bool))] == 0.0)
 
@@ -128,16 +128,14 @@ def test_decoder_asks_for_is_causal_with_the_target_padding_only():
 def test_decoder_logits_and_maps_are_those_of_causal_and_padding_masks():
   model, old = seq2seq(reference), seq2seq(masks_only)
   src, tgt, src_valid, tgt_valid = seq2seq_batch()
-  logits, maps = jax.jit(lambda *a: model(*a, return_attention=True))(
-    src, tgt, src_valid, tgt_valid
-  )
-  old_logits, old_maps = jax.jit(lambda *a: old(*a, return_attention=True))(
+  logits, maps = jax.jit(lambda *a: capture_attention(model, *a))(src, tgt, src_valid, tgt_valid)
+  old_logits, old_maps = jax.jit(lambda *a: capture_attention(old, *a))(
     src, tgt, src_valid, tgt_valid
   )
   np.testing.assert_array_equal(logits, old_logits)
-  for (self_attn, cross_attn), (old_self, old_cross) in zip(
-    maps["decoder"], old_maps["decoder"], strict=True
-  ):
+  for i in range(2):
+    self_attn, cross_attn = (maps[f"decoder_layers.{i}.{k}_attention"] for k in ("self", "cross"))
+    old_self, old_cross = (old_maps[f"decoder_layers.{i}.{k}_attention"] for k in ("self", "cross"))
     np.testing.assert_array_equal(self_attn, old_self)
     np.testing.assert_array_equal(cross_attn, old_cross)
     allowed = np.tril(np.ones((9, 9), bool)) & np.asarray(tgt_valid)[:, None, None, :]

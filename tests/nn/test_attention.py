@@ -9,7 +9,7 @@ import pytest
 from flax import nnx
 
 import tfmr_jax as tj
-from tfmr_jax.nn import KVCache, MultiHeadAttention, SingleHeadAttention
+from tfmr_jax.nn import KVCache, MultiHeadAttention, SingleHeadAttention, capture_attention
 
 
 def np_linear(x, linear):
@@ -56,7 +56,9 @@ def test_mha_cross_attention_matches_numpy_oracle(maybe_jit, num_kv_heads):
   for linear in (mha.query, mha.key, mha.value, mha.out):  # non-zero biases
     linear.bias[...] = jax.random.normal(kb, linear.bias.shape)
   mask = tj.padding_mask(jnp.array([7, 3]), S)
-  out, attn = maybe_jit(lambda x, c: mha(x, c, mask=mask, return_attention=True))(x, context)
+  out, maps = maybe_jit(lambda x, c: capture_attention(mha, x, c, mask=mask))(x, context)
+  (attn,) = maps.values()
+  np.testing.assert_array_equal(out, maybe_jit(lambda x, c: mha(x, c, mask=mask))(x, context))
   want_out, want_attn = np_mha(mha, np.asarray(x), np.asarray(context), mask)
   assert out.shape == (B, T, D) and attn.shape == (B, N, T, S)
   np.testing.assert_allclose(out, want_out, atol=2e-5, rtol=1e-5)
@@ -94,7 +96,8 @@ def test_single_head_matches_numpy(maybe_jit, d_v):
   sha = SingleHeadAttention(D, d_k, d_v=d_v, use_bias=True, rngs=nnx.Rngs(4))
   x = jax.random.normal(jax.random.key(0), (B, T, D))
   context = jax.random.normal(jax.random.key(1), (B, S, D))
-  out, attn = maybe_jit(lambda x, c: sha(x, c, return_attention=True))(x, context)
+  out, maps = maybe_jit(lambda x, c: capture_attention(sha, x, c))(x, context)
+  attn = maps[""]
   q = np_linear(np.asarray(x), sha.query)[:, :, None]
   k = np_linear(np.asarray(context), sha.key)[:, :, None]
   v = np_linear(np.asarray(context), sha.value)[:, :, None]
@@ -150,8 +153,9 @@ def test_mha_is_causal_matches_oracle_and_maps_follow_the_rule(maybe_jit, fn_nam
   )
   x = jax.random.normal(jax.random.key(7), (B, T, D))
   padding = left_padding(B, T, 2)
-  fn = maybe_jit(lambda x: mha(x, mask=jnp.asarray(padding), is_causal=True, return_attention=True))
-  out, attn = fn(x)
+  fn = maybe_jit(lambda x: capture_attention(mha, x, mask=jnp.asarray(padding), is_causal=True))
+  out, maps = fn(x)
+  attn = maps[""]
   allowed = np.tril(np.ones((T, T), bool)) & padding
   want_out, want_attn = np_mha(mha, np.asarray(x), np.asarray(x), allowed)
   np.testing.assert_allclose(out, want_out, atol=2e-5, rtol=1e-5)
@@ -165,7 +169,8 @@ def test_single_head_is_causal_matches_numpy(maybe_jit, d_v):
   B, T, D, d_k = 2, 5, 13, 11
   sha = SingleHeadAttention(D, d_k, d_v=d_v, rngs=nnx.Rngs(8))
   x = jax.random.normal(jax.random.key(9), (B, T, D))
-  out, attn = maybe_jit(lambda x: sha(x, is_causal=True, return_attention=True))(x)
+  out, maps = maybe_jit(lambda x: capture_attention(sha, x, is_causal=True))(x)
+  attn = maps[""]
   q, k, v = (
     np_linear(np.asarray(x), getattr(sha, name))[:, :, None] for name in ("query", "key", "value")
   )
@@ -180,16 +185,11 @@ def test_cached_self_attention_equals_full_causal():
   x = jax.random.normal(jax.random.key(5), (B, T, D))
   full = mha(x, mask=tj.causal_mask(T))
   np.testing.assert_allclose(mha(x, is_causal=True), full, atol=1e-6)
-  step = jax.jit(
-    lambda x, cache, is_causal: mha(x, cache=cache, is_causal=is_causal), static_argnums=2
-  )
-  cache = flagged_cache = mha.init_cache(B, T + 2)
+  step = jax.jit(lambda x, cache: mha.extend(x, cache))
+  cache = mha.init_cache(B, T + 2)
   pieces = []
   for start, stop in ((0, 3), (3, 4), (4, 5), (5, 7)):
-    out, cache = step(x[:, start:stop], cache, False)
-    # With a cache the cache's own causal mask applies; is_causal=True changes no bit.
-    flagged_out, flagged_cache = step(x[:, start:stop], flagged_cache, True)
-    np.testing.assert_array_equal(flagged_out, out)
+    out, cache = step(x[:, start:stop], cache)
     pieces.append(out)
   assert int(cache.length) == T
   np.testing.assert_allclose(jnp.concatenate(pieces, axis=1), full, atol=1e-5)
@@ -222,17 +222,15 @@ def test_mha_bad_arguments(kwargs, message):
     MultiHeadAttention(**kwargs, rngs=nnx.Rngs(0))
 
 
-def test_mha_rejects_a_non_bool_is_causal_with_and_without_cache():
+def test_mha_rejects_a_non_bool_is_causal():
   mha = MultiHeadAttention(12, 4, rngs=nnx.Rngs(0))
   with pytest.raises(TypeError, match="is_causal must be a Python bool"):
     mha(jnp.ones((1, 3, 12)), is_causal=1)
-  with pytest.raises(TypeError, match="is_causal must be a Python bool"):
-    mha(jnp.ones((1, 3, 12)), is_causal=1, cache=mha.init_cache(1, 4))
 
 
-def test_mha_rejects_wrong_width_and_cross_cache():
+def test_mha_rejects_wrong_width_with_and_without_cache():
   mha = MultiHeadAttention(12, 4, rngs=nnx.Rngs(0))
   with pytest.raises(ValueError, match="width 11, expected d_model=12"):
     mha(jnp.ones((1, 3, 11)))
-  with pytest.raises(ValueError, match="cache is for self-attention"):
-    mha(jnp.ones((1, 3, 12)), jnp.ones((1, 2, 12)), cache=mha.init_cache(1, 4))
+  with pytest.raises(ValueError, match="width 11, expected d_model=12"):
+    mha.extend(jnp.ones((1, 3, 11)), mha.init_cache(1, 4))

@@ -60,7 +60,9 @@ def test_residual_placements_by_hand(norm, maybe_jit):
     return h @ jnp.asarray(W, jnp.float32)
 
   x = np.asarray(jax.random.normal(jax.random.key(0), (2, 3, D)), np.float64)
-  got = maybe_jit(lambda x: residual(x, sublayer))(jnp.asarray(x, jnp.float32))
+  got = maybe_jit(lambda x: residual.add(x, sublayer(residual.sublayer_input(x))))(
+    jnp.asarray(x, jnp.float32)
+  )
   if norm == "post":
     want = np_layer_norm(x + x @ W, scale, bias, 1e-5)
   else:
@@ -68,10 +70,13 @@ def test_residual_placements_by_hand(norm, maybe_jit):
   np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
 
 
-def test_residual_passes_extras_back_and_rejects_bad_norm():
-  residual = Residual(3, rngs=nnx.Rngs(0))
-  out, extra = residual(jnp.ones((1, 2, 3)), lambda h: (h, "attn"))
-  assert out.shape == (1, 2, 3) and extra == "attn"
+def test_residual_halves_and_bad_norm():
+  x = jax.random.normal(jax.random.key(2), (1, 2, 3))
+  post = Residual(3, rngs=nnx.Rngs(0))
+  pre = Residual(3, norm="pre", rngs=nnx.Rngs(0))
+  np.testing.assert_array_equal(post.sublayer_input(x), x)  # post-LN: the sublayer reads x
+  np.testing.assert_array_equal(pre.sublayer_input(x), pre.layer_norm(x))
+  np.testing.assert_allclose(pre.add(x, 2 * x), 3 * x, atol=1e-6)  # pre-LN: a plain add
   with pytest.raises(ValueError, match="norm must be one of .* got 'middle'"):
     Residual(3, norm="middle", rngs=nnx.Rngs(0))
 
@@ -79,14 +84,17 @@ def test_residual_passes_extras_back_and_rejects_bad_norm():
 def test_dropout_train_random_eval_deterministic():
   residual = Residual(16, norm="pre", dropout=0.5, rngs=nnx.Rngs(0))
   x = jax.random.normal(jax.random.key(1), (2, 7, 16))
-  ident = lambda h: h  # noqa: E731
-  first, second = residual(x, ident), residual(x, ident)
+
+  def ident(x):  # the identity sublayer
+    return residual.add(x, residual.sublayer_input(x))
+
+  first, second = ident(x), ident(x)
   assert not np.allclose(first, second)  # fresh mask per call in train mode
   residual.eval()
-  np.testing.assert_array_equal(residual(x, ident), residual(x, ident))
-  np.testing.assert_allclose(residual(x, ident), x + residual.layer_norm(x), atol=1e-6)
+  np.testing.assert_array_equal(ident(x), ident(x))
+  np.testing.assert_allclose(ident(x), x + residual.layer_norm(x), atol=1e-6)
   residual.train()
-  assert not np.allclose(residual(x, ident), residual(x, ident))
+  assert not np.allclose(ident(x), ident(x))
 
 
 def test_token_embedding_scale_and_tied_attend():

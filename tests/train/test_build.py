@@ -59,3 +59,24 @@ def test_same_seed_same_model():
   leaves = lambda m: [np.asarray(x) for x in jax.tree.leaves(nnx.state(m, nnx.Param))]  # noqa: E731
   assert all(np.array_equal(x, y) for x, y in zip(leaves(a), leaves(b), strict=True))
   assert not all(np.array_equal(x, y) for x, y in zip(leaves(a), leaves(c), strict=True))
+
+
+def test_the_model_config_follows_config_model_and_the_task():
+  config, task = _small("copy", share_embeddings=True, dropout=0.1)
+  model = build_model(config, task, seed=0)
+  c = model.config
+  assert (c.vocab_size, c.tgt_vocab_size, c.max_len) == (task.vocab_size,) * 2 + (task.max_len,)
+  assert (c.num_layers, c.num_decoder_layers, c.d_ff, c.dropout) == (2, 2, 96, 0.1)
+  assert c.share_embeddings and c.tie_output and model.output is None
+  config, task = _small("sort")
+  gpt = build_model(config, task, seed=0).config
+  assert (gpt.norm, gpt.positions, gpt.activation, gpt.ln_eps, gpt.init_std) == (
+    "pre",
+    "learned",
+    "gelu",
+    1e-5,
+    0.02,
+  )
+  assert gpt.tie_output and not gpt.scale_embeddings
+  config, task = _small("reverse")
+  assert build_model(config, task, seed=0).config.num_outputs == task.vocab_size

@@ -2,10 +2,12 @@
 
 from tfmr_jax.nn.attention import MultiHeadAttention, SingleHeadAttention
 from tfmr_jax.nn.blocks import DecoderBlock, EncoderBlock
+from tfmr_jax.nn.capture import capture_attention
 from tfmr_jax.nn.dropout import check_dropout, make_dropout
 from tfmr_jax.nn.embeddings import PositionEmbedding, TokenEmbedding
 from tfmr_jax.nn.feed_forward import FeedForward
 from tfmr_jax.nn.kv_cache import KVCache
+from tfmr_jax.nn.norms import layer_norm
 from tfmr_jax.nn.residual import Residual
 
 __all__ = [
@@ -18,6 +20,8 @@ __all__ = [
   "Residual",
   "SingleHeadAttention",
   "TokenEmbedding",
+  "capture_attention",
   "check_dropout",
+  "layer_norm",
   "make_dropout",
 ]

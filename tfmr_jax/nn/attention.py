@@ -14,10 +14,13 @@ query t sees key s <= t + (S - T), ANDed with `mask`. Modules and models pass it
 through: causal self-attention says `is_causal=True` instead of building a causal
 mask, so an op that knows the structure (the tiled one) skips the masked half.
 
-Attention maps come back through one mechanism: `return_attention=True` makes a call
-return `(output, attention_BNTS)` as well. The maps are computed by
-`tj.attention_weights` (the reference op) from the same queries, keys, mask and
-is_causal, so they are the same whatever `attention_fn` runs the forward pass.
+Every `__call__` returns one array. Attention maps leave through NNX's own mechanism:
+a module whose `sow_attention` is True sows its weights [B, N, T, S] (float32) as
+`nnx.Intermediate` "attention_weights"; `tfmr_jax.nn.capture_attention` switches that on
+in a copy of a model and collects them. They are computed by `tj.attention_weights` (the
+reference op) from the same queries, keys, mask and is_causal, so they are the same
+whatever `attention_fn` runs the forward pass, and cost nothing when nobody asks.
+KV-cache decoding is its own method, `MultiHeadAttention.extend -> (out_BTD, cache)`.
 """
 
 from collections.abc import Callable
@@ -25,10 +28,11 @@ from collections.abc import Callable
 import jax.numpy as jnp
 from flax import nnx
 
+from tfmr_jax.nn.capture import sow_attention_weights
 from tfmr_jax.nn.dropout import check_dropout, make_dropout
 from tfmr_jax.nn.kv_cache import KVCache
 from tfmr_jax.ops import attention, attention_weights, combine_masks
-from tfmr_jax.ops.guards import check_floating, check_is_causal, check_positive, check_rank
+from tfmr_jax.ops.guards import check_floating, check_positive, check_rank
 
 _default_init = nnx.initializers.lecun_normal()
 
@@ -48,13 +52,14 @@ class SingleHeadAttention(nnx.Module):
     d_v: int | None = None,
     use_bias: bool = False,
     attention_fn: Callable = attention,
+    sow_attention: bool = False,
     rngs: nnx.Rngs,
   ):
     d_v = d_k if d_v is None else d_v
     for name, value in (("d_model", d_model), ("d_k", d_k), ("d_v", d_v)):
       check_positive(name, value)
     self.d_k, self.d_v = d_k, d_v
-    self.attention_fn = attention_fn
+    self.attention_fn, self.sow_attention = attention_fn, sow_attention
     self.query = nnx.Linear(d_model, d_k, use_bias=use_bias, rngs=rngs)
     self.key = nnx.Linear(d_model, d_k, use_bias=use_bias, rngs=rngs)
     self.value = nnx.Linear(d_model, d_v, use_bias=use_bias, rngs=rngs)
@@ -66,7 +71,6 @@ class SingleHeadAttention(nnx.Module):
     *,
     mask=None,
     is_causal: bool = False,
-    return_attention: bool = False,
   ):
     """x_BTD: queries' input; context_BSD: keys' and values' input (default x_BTD).
 
@@ -88,12 +92,11 @@ class SingleHeadAttention(nnx.Module):
       # attention ops take one head dim for k and v; with d_v != d_k weight the values here.
       probs_B1TS = attention_weights(q_BT1H, k_BS1H, mask=mask, is_causal=is_causal)
       out_BT1H = jnp.einsum("BNTS,BSNH->BTNH", probs_B1TS.astype(v_BS1H.dtype), v_BS1H)
-    out_BTH = out_BT1H[:, :, 0, :]
-    if not return_attention:
-      return out_BTH
-    if probs_B1TS is None:
-      probs_B1TS = attention_weights(q_BT1H, k_BS1H, mask=mask, is_causal=is_causal)
-    return out_BTH, probs_B1TS
+    if self.sow_attention:
+      if probs_B1TS is None:
+        probs_B1TS = attention_weights(q_BT1H, k_BS1H, mask=mask, is_causal=is_causal)
+      sow_attention_weights(self, probs_B1TS)
+    return out_BT1H[:, :, 0, :]
 
 
 class MultiHeadAttention(nnx.Module):
@@ -112,6 +115,8 @@ class MultiHeadAttention(nnx.Module):
     dropout: dropout rate on the output (after the output projection). The
       Transformer's residual dropout lives in `Residual`; models leave this 0.
     attention_fn: the attention op, e.g. `tj.attention` or a faster drop-in.
+    sow_attention: sow the attention weights (see the module docstring); normally
+      switched on by `capture_attention` in a copy, not here.
     kernel_init: initializer of the q, k, v kernels; out_kernel_init of the output kernel.
   """
 
@@ -125,6 +130,7 @@ class MultiHeadAttention(nnx.Module):
     use_bias: bool = True,
     dropout: float = 0.0,
     attention_fn: Callable = attention,
+    sow_attention: bool = False,
     kernel_init=None,
     out_kernel_init=None,
     rngs: nnx.Rngs,
@@ -151,7 +157,7 @@ class MultiHeadAttention(nnx.Module):
       num_kv_heads,
       head_dim,
     )
-    self.attention_fn = attention_fn
+    self.attention_fn, self.sow_attention = attention_fn, sow_attention
     kernel_init = _default_init if kernel_init is None else kernel_init
     out_kernel_init = kernel_init if out_kernel_init is None else out_kernel_init
     N, K, H = num_heads, num_kv_heads, head_dim
@@ -188,79 +194,46 @@ class MultiHeadAttention(nnx.Module):
     mask=None,
     bias=None,
     is_causal: bool = False,
-    return_attention: bool = False,
   ):
-    """Queries from `x_BTD` against given keys and values.
+    """Queries from `x_BTD` against given keys and values. Returns out_BTD.
 
     is_causal: query t sees key s <= t + (S - T) only, ANDed with `mask`.
-    Returns out_BTD, or (out_BTD, attn_BNTS) with return_attention.
     """
     self._check_input("x_BTD", x_BTD)
     B, T, _ = x_BTD.shape
     q_BTNH = self.query(x_BTD).reshape(B, T, self.num_heads, self.head_dim)
     out_BTNH = self.attention_fn(q_BTNH, k_BSKH, v_BSKH, mask=mask, bias=bias, is_causal=is_causal)
-    out_BTD = self.dropout(self.out(out_BTNH.reshape(B, T, self.num_heads * self.head_dim)))
-    if not return_attention:
-      return out_BTD
-    return out_BTD, attention_weights(q_BTNH, k_BSKH, mask=mask, bias=bias, is_causal=is_causal)
+    if self.sow_attention:
+      probs_BNTS = attention_weights(q_BTNH, k_BSKH, mask=mask, bias=bias, is_causal=is_causal)
+      sow_attention_weights(self, probs_BNTS)
+    return self.dropout(self.out(out_BTNH.reshape(B, T, self.num_heads * self.head_dim)))
 
-  def __call__(
-    self,
-    x_BTD,
-    context_BSD=None,
-    *,
-    mask=None,
-    bias=None,
-    is_causal: bool = False,
-    cache: KVCache | None = None,
-    return_attention: bool = False,
-  ):
-    """Self-attention (context_BSD None) or cross-attention over context_BSD.
+  def __call__(self, x_BTD, context_BSD=None, *, mask=None, bias=None, is_causal: bool = False):
+    """Self-attention (context_BSD None) or cross-attention over context_BSD. Returns out_BTD.
 
     Args:
       x_BTD: input of the queries.
       context_BSD: input of the keys and values; S may differ from T.
-      mask: bool, True = may attend, broadcastable to [B, N, T, S] (S = cache
-        length when a cache is given).
+      mask: bool, True = may attend, broadcastable to [B, N, T, S].
       bias: additive logits bias, broadcastable to [B, N, T, S].
       is_causal: query t sees key s <= t + (S - T) only, ANDed with `mask`; causal
-        self-attention without building a mask. With a cache it adds nothing: the
-        cache's own causal mask (over the filled slots) applies whatever it says.
-      cache: self-attention decoding. The T new positions are appended to the
-        cache and attend causally to everything cached so far (`mask` is ANDed on).
-      return_attention: also return the attention weights [B, N, T, S].
-
-    Returns:
-      out_BTD, then attn_BNTS if return_attention, then the new cache if one was given.
+        self-attention without building a mask.
     """
-    if cache is None:
-      source_BSD = x_BTD if context_BSD is None else context_BSD
-      k_BSKH, v_BSKH = self.project_kv(source_BSD)
-      return self.attend(
-        x_BTD,
-        k_BSKH,
-        v_BSKH,
-        mask=mask,
-        bias=bias,
-        is_causal=is_causal,
-        return_attention=return_attention,
-      )
-    if context_BSD is not None:
-      raise ValueError(
-        "cache is for self-attention decoding; for cross-attention compute "
-        "project_kv(context_BSD) once and call attend"
-      )
+    k_BSKH, v_BSKH = self.project_kv(x_BTD if context_BSD is None else context_BSD)
+    return self.attend(x_BTD, k_BSKH, v_BSKH, mask=mask, bias=bias, is_causal=is_causal)
+
+  def extend(self, x_BTD, cache: KVCache, *, mask=None, bias=None) -> tuple:
+    """Self-attention decoding: append the T new positions to `cache`, attend causally over it.
+
+    Position t of x_BTD sees the cached positions and the new ones up to itself
+    (the cache's own causal mask over its filled slots; `mask` and `bias`,
+    broadcastable to [B, N, T, cache length], are ANDed / added on).
+    Returns (out_BTD, the new cache).
+    """
     k_BTKH, v_BTKH = self.project_kv(x_BTD)
     cache = cache.append(k_BTKH, v_BTKH)
-    # is_causal is validated, not applied: the cache's mask below is causal already.
-    check_is_causal(is_causal, T=x_BTD.shape[1], S=cache.max_len)
     mask = combine_masks(cache.causal_mask(x_BTD.shape[1]), mask)
-    result = self.attend(
-      x_BTD, cache.k_BSKH, cache.v_BSKH, mask=mask, bias=bias, return_attention=return_attention
-    )
-    if return_attention:
-      return result[0], result[1], cache
-    return result, cache
+    return self.attend(x_BTD, cache.k_BSKH, cache.v_BSKH, mask=mask, bias=bias), cache
 
   def init_cache(self, batch_size: int, max_len: int, *, dtype=jnp.float32) -> KVCache:
     """An empty self-attention cache for `max_len` positions."""

@@ -1,9 +1,10 @@
 """Transformer blocks: attention and feed-forward sublayers, each wrapped in a `Residual`.
 
-Dimension key: B batch, T query length, S key/value length, N heads, D model dim.
+Dimension key: B batch, T query length, S key/value length, K kv heads, H head dim,
+D model dim, F feed-forward dim.
 
-Blocks return a tuple `(x_BTD, attention, cache)`, with None for what was not asked
-for; the models turn that into their public return values.
+A block's `__call__` returns the new residual stream x_BTD, whatever its options;
+KV-cache decoding goes through `extend`, which returns (x_BTD, cache).
 """
 
 from collections.abc import Callable
@@ -17,22 +18,52 @@ from tfmr_jax.nn.residual import Residual
 from tfmr_jax.ops import attention
 
 
-def _unpack(result, return_attention: bool, cached: bool):
-  """MultiHeadAttention's variable return -> (out, attn | None, cache | None)."""
-  if not (return_attention or cached):
-    return result, None, None
-  out = result[0]
-  attn = result[1] if return_attention else None
-  cache = result[-1] if cached else None
-  return out, attn, cache
+class _Sublayers:
+  """What both blocks build the same way: attention, feed-forward and residual factories."""
+
+  def __init__(self, d_model, num_heads, d_ff, *, rngs, **options):
+    self.d_model, self.num_heads, self.d_ff, self.rngs = d_model, num_heads, d_ff, rngs
+    self.options = options
+
+  def attention(self):
+    o = self.options
+    return MultiHeadAttention(
+      self.d_model,
+      self.num_heads,
+      num_kv_heads=o["num_kv_heads"],
+      use_bias=o["use_bias"],
+      attention_fn=o["attention_fn"],
+      kernel_init=o["kernel_init"],
+      out_kernel_init=o["out_kernel_init"],
+      rngs=self.rngs,
+    )
+
+  def residual(self):
+    o = self.options
+    return Residual(
+      self.d_model, norm=o["norm"], dropout=o["dropout"], epsilon=o["ln_eps"], rngs=self.rngs
+    )
+
+  def feed_forward(self):
+    o = self.options
+    return FeedForward(
+      self.d_model,
+      self.d_ff,
+      activation=o["activation"],
+      use_bias=o["use_bias"],
+      kernel_init=o["kernel_init"],
+      out_kernel_init=o["out_kernel_init"],
+      rngs=self.rngs,
+    )
 
 
 class EncoderBlock(nnx.Module):
   """Self-attention then feed-forward: the encoder layer, and with is_causal=True the GPT layer.
 
   Args are those of the sublayers; `norm` is "post" (the paper) or "pre" (GPT-2),
-  `dropout` the residual dropout after each sublayer, `ln_eps` the LayerNorm epsilon.
-  `kernel_init` / `out_kernel_init` go to both sublayers (GPT-2 scales the output ones).
+  `dropout` the residual dropout after each sublayer, `ln_eps` the LayerNorm epsilon,
+  `use_bias` biases in every projection. `kernel_init` / `out_kernel_init` go to both
+  sublayers (GPT-2 scales the output ones).
   """
 
   def __init__(
@@ -52,58 +83,36 @@ class EncoderBlock(nnx.Module):
     out_kernel_init=None,
     rngs: nnx.Rngs,
   ):
-    self.attention = MultiHeadAttention(
-      d_model,
-      num_heads,
-      num_kv_heads=num_kv_heads,
-      use_bias=use_bias,
-      attention_fn=attention_fn,
-      kernel_init=kernel_init,
-      out_kernel_init=out_kernel_init,
-      rngs=rngs,
-    )
-    self.attention_residual = Residual(
-      d_model, norm=norm, dropout=dropout, epsilon=ln_eps, rngs=rngs
-    )
-    self.feed_forward = FeedForward(
-      d_model,
-      d_ff,
-      activation=activation,
-      kernel_init=kernel_init,
-      out_kernel_init=out_kernel_init,
-      rngs=rngs,
-    )
-    self.feed_forward_residual = Residual(
-      d_model, norm=norm, dropout=dropout, epsilon=ln_eps, rngs=rngs
-    )
+    make = _Sublayers(d_model, num_heads, d_ff, rngs=rngs, **_options(locals()))
+    self.attention = make.attention()
+    self.attention_residual = make.residual()
+    self.feed_forward = make.feed_forward()
+    self.feed_forward_residual = make.residual()
 
-  def __call__(
-    self,
-    x_BTD,
-    *,
-    mask=None,
-    is_causal: bool = False,
-    cache: KVCache | None = None,
-    return_attention: bool = False,
-  ):
-    """mask: bool [B, N, T, S]-broadcastable; is_causal: position t sees positions <= t only.
+  def __call__(self, x_BTD, *, mask=None, is_causal: bool = False):
+    """x_BTD -> x_BTD. mask: bool, broadcastable to [B, N, T, T]; is_causal: t sees <= t only."""
+    h_BTD = self.attention(
+      self.attention_residual.sublayer_input(x_BTD), mask=mask, is_causal=is_causal
+    )
+    return self._feed_forward(self.attention_residual.add(x_BTD, h_BTD))
 
-    With a cache, attention is causal over it (whatever is_causal says).
-    """
+  def extend(self, x_BTD, cache: KVCache, *, mask=None) -> tuple:
+    """Decode T new positions after the cached ones (causal over the cache): (x_BTD, cache)."""
+    h_BTD, cache = self.attention.extend(
+      self.attention_residual.sublayer_input(x_BTD), cache, mask=mask
+    )
+    return self._feed_forward(self.attention_residual.add(x_BTD, h_BTD)), cache
 
-    def sublayer(h_BTD):
-      return self.attention(
-        h_BTD, mask=mask, is_causal=is_causal, cache=cache, return_attention=return_attention
-      )
-
-    result = self.attention_residual(x_BTD, sublayer)
-    x_BTD, attn, cache = _unpack(result, return_attention, cache is not None)
-    x_BTD = self.feed_forward_residual(x_BTD, self.feed_forward)
-    return x_BTD, attn, cache
+  def _feed_forward(self, x_BTD):
+    h_BTD = self.feed_forward(self.feed_forward_residual.sublayer_input(x_BTD))
+    return self.feed_forward_residual.add(x_BTD, h_BTD)
 
 
 class DecoderBlock(nnx.Module):
-  """Masked self-attention, cross-attention over the encoder memory, feed-forward."""
+  """Masked self-attention, cross-attention over the encoder memory, feed-forward.
+
+  Args as in `EncoderBlock`; kernel_init / out_kernel_init reach all three sublayers.
+  """
 
   def __init__(
     self,
@@ -116,69 +125,60 @@ class DecoderBlock(nnx.Module):
     norm: str = "post",
     activation: str = "relu",
     ln_eps: float = 1e-6,
+    use_bias: bool = True,
     attention_fn: Callable = attention,
+    kernel_init=None,
+    out_kernel_init=None,
     rngs: nnx.Rngs,
   ):
-    def residual():
-      return Residual(d_model, norm=norm, dropout=dropout, epsilon=ln_eps, rngs=rngs)
+    make = _Sublayers(d_model, num_heads, d_ff, rngs=rngs, **_options(locals()))
+    self.self_attention = make.attention()
+    self.self_attention_residual = make.residual()
+    self.cross_attention = make.attention()
+    self.cross_attention_residual = make.residual()
+    self.feed_forward = make.feed_forward()
+    self.feed_forward_residual = make.residual()
 
-    def mha():
-      return MultiHeadAttention(
-        d_model, num_heads, num_kv_heads=num_kv_heads, attention_fn=attention_fn, rngs=rngs
-      )
+  def _cross_and_feed_forward(self, x_BTD, memory_kv, cross_mask):
+    k_BSKH, v_BSKH = memory_kv
+    h_BTD = self.cross_attention.attend(
+      self.cross_attention_residual.sublayer_input(x_BTD), k_BSKH, v_BSKH, mask=cross_mask
+    )
+    x_BTD = self.cross_attention_residual.add(x_BTD, h_BTD)
+    h_BTD = self.feed_forward(self.feed_forward_residual.sublayer_input(x_BTD))
+    return self.feed_forward_residual.add(x_BTD, h_BTD)
 
-    self.self_attention = mha()
-    self.self_attention_residual = residual()
-    self.cross_attention = mha()
-    self.cross_attention_residual = residual()
-    self.feed_forward = FeedForward(d_model, d_ff, activation=activation, rngs=rngs)
-    self.feed_forward_residual = residual()
-
-  def __call__(
-    self,
-    x_BTD,
-    memory_kv,
-    *,
-    self_mask=None,
-    is_causal: bool = False,
-    cross_mask=None,
-    cache: KVCache | None = None,
-    return_attention: bool = False,
-  ):
-    """One decoder layer.
+  def __call__(self, x_BTD, memory_kv, *, self_mask=None, is_causal: bool = False, cross_mask=None):
+    """One decoder layer, teacher-forced: x_BTD -> x_BTD.
 
     Args:
       x_BTD: decoder stream.
       memory_kv: (k_BSKH, v_BSKH) of the encoder memory, from
         `self.cross_attention.project_kv(memory_BSD)` (computed once when decoding).
-      self_mask: bool, broadcastable to [B, N, T, T] (or [B, N, T, cache length]).
+      self_mask: bool, broadcastable to [B, N, T, T].
       is_causal: self-attention sees positions <= t only (ANDed with self_mask);
         the decoder's rule, without a mask array. Cross-attention is never causal.
       cross_mask: bool, broadcastable to [B, N, T, S], e.g. source padding.
-      cache: self-attention KV cache; attention is then causal over it (whatever
-        is_causal says).
-
-    Returns:
-      (x_BTD, (self_attn_BNTT, cross_attn_BNTS) or None, cache or None).
     """
+    h_BTD = self.self_attention(
+      self.self_attention_residual.sublayer_input(x_BTD), mask=self_mask, is_causal=is_causal
+    )
+    x_BTD = self.self_attention_residual.add(x_BTD, h_BTD)
+    return self._cross_and_feed_forward(x_BTD, memory_kv, cross_mask)
 
-    def self_sublayer(h_BTD):
-      return self.self_attention(
-        h_BTD, mask=self_mask, is_causal=is_causal, cache=cache, return_attention=return_attention
-      )
+  def extend(self, x_BTD, cache: KVCache, memory_kv, *, cross_mask=None) -> tuple:
+    """Decode T new target positions after the cached ones: (x_BTD, cache).
 
-    result = self.self_attention_residual(x_BTD, self_sublayer)
-    x_BTD, self_attn, cache = _unpack(result, return_attention, cache is not None)
+    Self-attention is causal over `cache`; memory_kv and cross_mask as in `__call__`.
+    """
+    h_BTD, cache = self.self_attention.extend(
+      self.self_attention_residual.sublayer_input(x_BTD), cache
+    )
+    x_BTD = self.self_attention_residual.add(x_BTD, h_BTD)
+    return self._cross_and_feed_forward(x_BTD, memory_kv, cross_mask), cache
 
-    k_BSKH, v_BSKH = memory_kv
 
-    def cross_sublayer(h_BTD):
-      return self.cross_attention.attend(
-        h_BTD, k_BSKH, v_BSKH, mask=cross_mask, return_attention=return_attention
-      )
-
-    result = self.cross_attention_residual(x_BTD, cross_sublayer)
-    x_BTD, cross_attn, _ = _unpack(result, return_attention, False)
-    x_BTD = self.feed_forward_residual(x_BTD, self.feed_forward)
-    attn = (self_attn, cross_attn) if return_attention else None
-    return x_BTD, attn, cache
+def _options(arguments: dict) -> dict:
+  """A block's constructor arguments other than the sizes, self and rngs."""
+  skip = ("self", "d_model", "num_heads", "d_ff", "rngs", "__class__")
+  return {k: v for k, v in arguments.items() if k not in skip}

@@ -22,6 +22,7 @@ class FeedForward(nnx.Module):
   Args:
     d_model: D; d_ff: F.
     activation: "relu" (the paper) or "gelu" (tanh approximation, GPT-2).
+    use_bias: biases b1 and b2.
     dropout: rate on the hidden activation (the paper's residual dropout lives in
       `Residual`; models leave this 0).
     kernel_init / out_kernel_init: initializers of the first / second kernel.
@@ -33,6 +34,7 @@ class FeedForward(nnx.Module):
     d_ff: int,
     *,
     activation: str = "relu",
+    use_bias: bool = True,
     dropout: float = 0.0,
     kernel_init=None,
     out_kernel_init=None,
@@ -45,8 +47,8 @@ class FeedForward(nnx.Module):
     self.activation = activation
     init = {} if kernel_init is None else {"kernel_init": kernel_init}
     out_init = init if out_kernel_init is None else {"kernel_init": out_kernel_init}
-    self.hidden = nnx.Linear(d_model, d_ff, rngs=rngs, **init)
-    self.out = nnx.Linear(d_ff, d_model, rngs=rngs, **out_init)
+    self.hidden = nnx.Linear(d_model, d_ff, use_bias=use_bias, rngs=rngs, **init)
+    self.out = nnx.Linear(d_ff, d_model, use_bias=use_bias, rngs=rngs, **out_init)
     self.dropout = make_dropout(dropout, rngs)
 
   def __call__(self, x_BTD):

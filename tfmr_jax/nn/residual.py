@@ -9,27 +9,21 @@ gradients reach early layers directly, and then needs a final LayerNorm after th
 last block.
 """
 
-from collections.abc import Callable
-
 from flax import nnx
 
 from tfmr_jax.nn.dropout import make_dropout
+from tfmr_jax.nn.norms import check_norm, layer_norm
 from tfmr_jax.ops.guards import check_positive
-
-NORMS = ("post", "pre")
-
-
-def check_norm(norm: str) -> None:
-  if norm not in NORMS:
-    raise ValueError(f"norm must be one of {NORMS} (LayerNorm placement), got {norm!r}")
 
 
 class Residual(nnx.Module):
-  """Wraps one sublayer: `residual(x_BTD, sublayer)` -> [B, T, D].
+  """The LayerNorm, dropout and add around one sublayer [B, T, D] -> [B, T, D]:
 
-  `sublayer` maps [B, T, D] to [B, T, D], or to a tuple whose first entry is that
-  output; the other entries (attention maps, caches) are passed back after the
-  output: `x, attn = residual(x, lambda h: mha(h, return_attention=True))`.
+      x_BTD = residual.add(x_BTD, sublayer(residual.sublayer_input(x_BTD)))
+
+  Two methods rather than a `__call__` taking the sublayer: a call's arguments are
+  arrays only (so `nnx.tabulate` can show them), and a sublayer that returns more
+  than an array (a decoding step returns its cache too) fits in between.
   """
 
   def __init__(
@@ -44,13 +38,14 @@ class Residual(nnx.Module):
     check_positive("d_model", d_model)
     check_norm(norm)
     self.norm = norm
-    self.layer_norm = nnx.LayerNorm(d_model, epsilon=epsilon, use_fast_variance=False, rngs=rngs)
+    self.layer_norm = layer_norm(d_model, epsilon=epsilon, rngs=rngs)
     self.dropout = make_dropout(dropout, rngs)
 
-  def __call__(self, x_BTD, sublayer: Callable):
-    result = sublayer(self.layer_norm(x_BTD) if self.norm == "pre" else x_BTD)
-    y_BTD, extras = (result[0], result[1:]) if isinstance(result, tuple) else (result, ())
+  def sublayer_input(self, x_BTD):
+    """What the sublayer reads: LayerNorm(x) with pre-LN, x itself with post-LN."""
+    return self.layer_norm(x_BTD) if self.norm == "pre" else x_BTD
+
+  def add(self, x_BTD, y_BTD):
+    """The residual stream after the sublayer's output y_BTD: [B, T, D]."""
     out_BTD = x_BTD + self.dropout(y_BTD)
-    if self.norm == "post":
-      out_BTD = self.layer_norm(out_BTD)
-    return (out_BTD, *extras) if extras else out_BTD
+    return self.layer_norm(out_BTD) if self.norm == "post" else out_BTD

@@ -1,0 +1,180 @@
+"""One architecture config for every model family: `TransformerConfig`.
+
+Every family takes it as its first argument: `GPT2(config, rngs=...)`,
+`TransformerEncoder(config, rngs=...)`, `EncoderDecoderTransformer(config, rngs=...)`.
+Each field is an architecture choice; fields a family has no use for are ignored by
+it (the docstring of each field says who reads it). All rules are checked here,
+once, in `__post_init__`: a bad value raises `ModelConfigError` naming the field,
+the value and the rule, e.g. `num_heads=5: must divide d_model=64`.
+
+The family defaults are named constructors: `gpt2_124m()`, `gpt(...)` (the GPT-2
+architecture at any size) and `paper_base(...)`.
+"""
+
+import dataclasses
+import numbers
+
+from tfmr_jax.nn.embeddings import POSITIONS
+from tfmr_jax.nn.feed_forward import ACTIVATIONS
+from tfmr_jax.nn.norms import NORMS
+
+
+class ModelConfigError(ValueError):
+  """A `TransformerConfig` field broke a rule; `field`, `value` and `rule` say which."""
+
+  def __init__(self, field: str, value, rule: str):
+    self.field, self.value, self.rule = field, value, rule
+    super().__init__(f"{field}={value!r}: {rule}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TransformerConfig:
+  """The architecture of a Transformer. Sizes: V vocab, P max_len, L layers, D, N, K, F.
+
+  Attributes:
+    vocab_size: V; the source vocabulary of the encoder-decoder.
+    max_len: P, the longest sequence (source or target) the model takes.
+    num_layers: L, the layers of the stack; the encoder's in the encoder-decoder.
+    d_model: D.  num_heads: N (must divide D).
+    num_kv_heads: K for grouped-query attention (must divide N); None = N.
+    d_ff: F, the feed-forward width; None = 4 D (resolved here).
+    dropout: residual and embedding dropout rate (the paper's P_drop).
+    norm: "post" (LayerNorm after each residual add, the paper) or "pre" (before
+      each sublayer, plus a final LayerNorm: GPT-2).
+    positions: "sinusoidal", "learned" or "none".
+    activation: "relu" or "gelu" (tanh approximation).
+    ln_eps: LayerNorm epsilon.
+    scale_embeddings: token embeddings times sqrt(D) (the paper).
+    use_bias: biases in the attention and feed-forward projections.
+    init_std: None = Flax's default initializers; a number = GPT-2's: every weight
+      normal(init_std), the projections that write into the residual stream
+      normal(init_std / sqrt(2 L)), biases 0.
+    attention_implementation: None = `tj.attention`'s own choice; a name is bound
+      into `tj.attention(implementation=...)` for every layer.
+    tie_output: the output layer is the (target) token embedding transposed
+      (GPT, encoder-decoder); otherwise a Linear head.
+    num_outputs: the encoder's per-position head width; None = no head (the
+      encoder returns its hidden states [B, T, D]).
+    tgt_vocab_size: the encoder-decoder's target vocabulary; None = vocab_size.
+    num_decoder_layers: the encoder-decoder's decoder layers; None = num_layers.
+    share_embeddings: the encoder-decoder's source and target share one table.
+  """
+
+  vocab_size: int
+  max_len: int
+  num_layers: int
+  d_model: int
+  num_heads: int
+  num_kv_heads: int | None = None
+  d_ff: int | None = None
+  dropout: float = 0.0
+  norm: str = "post"
+  positions: str = "sinusoidal"
+  activation: str = "relu"
+  ln_eps: float = 1e-6
+  scale_embeddings: bool = True
+  use_bias: bool = True
+  init_std: float | None = None
+  attention_implementation: str | None = None
+  tie_output: bool = False
+  num_outputs: int | None = None
+  tgt_vocab_size: int | None = None
+  num_decoder_layers: int | None = None
+  share_embeddings: bool = False
+
+  def __post_init__(self):
+    for name in ("vocab_size", "max_len", "num_layers", "d_model", "num_heads"):
+      _check_positive_int(name, getattr(self, name))
+    for name in ("num_kv_heads", "d_ff", "num_outputs", "tgt_vocab_size", "num_decoder_layers"):
+      if getattr(self, name) is not None:
+        _check_positive_int(name, getattr(self, name), optional=True)
+    if self.d_model % self.num_heads:
+      raise ModelConfigError("num_heads", self.num_heads, f"must divide d_model={self.d_model}")
+    kv = self.num_kv_heads
+    if kv is not None and self.num_heads % kv:
+      raise ModelConfigError(
+        "num_kv_heads", kv, f"must divide num_heads={self.num_heads} (grouped-query attention)"
+      )
+    if not (_is_number(self.dropout) and 0.0 <= self.dropout < 1.0):
+      raise ModelConfigError("dropout", self.dropout, "must be a rate in [0, 1)")
+    for name, choices in (
+      ("norm", NORMS),
+      ("positions", POSITIONS),
+      ("activation", tuple(ACTIVATIONS)),
+    ):
+      if getattr(self, name) not in choices:
+        raise ModelConfigError(name, getattr(self, name), f"must be one of {choices}")
+    if not (_is_number(self.ln_eps) and self.ln_eps > 0):
+      raise ModelConfigError("ln_eps", self.ln_eps, "must be a number > 0")
+    if self.init_std is not None and not (_is_number(self.init_std) and self.init_std > 0):
+      raise ModelConfigError("init_std", self.init_std, "must be a number > 0 or None")
+    for name in ("scale_embeddings", "use_bias", "tie_output", "share_embeddings"):
+      if not isinstance(getattr(self, name), bool):
+        raise ModelConfigError(name, getattr(self, name), "must be a bool")
+    impl = self.attention_implementation
+    if impl is not None and not (isinstance(impl, str) and impl):
+      raise ModelConfigError(
+        "attention_implementation",
+        impl,
+        "must be None or the name of a tj.attention implementation",
+      )
+    resolved = {
+      "d_ff": 4 * self.d_model if self.d_ff is None else self.d_ff,
+      "tgt_vocab_size": self.vocab_size if self.tgt_vocab_size is None else self.tgt_vocab_size,
+      "num_decoder_layers": self.num_layers
+      if self.num_decoder_layers is None
+      else self.num_decoder_layers,
+    }
+    for name, value in resolved.items():
+      object.__setattr__(self, name, value)
+    if self.share_embeddings and self.tgt_vocab_size != self.vocab_size:
+      raise ModelConfigError(
+        "share_embeddings",
+        True,
+        f"needs tgt_vocab_size == vocab_size, got {self.tgt_vocab_size} and {self.vocab_size}",
+      )
+
+  @classmethod
+  def gpt2_124m(cls, **overrides) -> "TransformerConfig":
+    """GPT-2 small: 12 layers, 12 heads, D 768, 1024 context, 50257 tokens; 124,439,808 params."""
+    return cls.gpt(
+      **{
+        "vocab_size": 50257,
+        "max_len": 1024,
+        "num_layers": 12,
+        "num_heads": 12,
+        "d_model": 768,
+        **overrides,
+      }
+    )
+
+  @classmethod
+  def gpt(cls, **fields) -> "TransformerConfig":
+    """The GPT-2 architecture at any size: pre-LN, learned positions, GELU-tanh, tied head,
+    LayerNorm eps 1e-5, unscaled embeddings, GPT-2's normal(0.02) init. Sizes are required."""
+    gpt2 = {
+      "norm": "pre",
+      "positions": "learned",
+      "activation": "gelu",
+      "ln_eps": 1e-5,
+      "scale_embeddings": False,
+      "init_std": 0.02,
+      "tie_output": True,
+    }
+    return cls(**{**gpt2, **fields})
+
+  @classmethod
+  def paper_base(cls, **overrides) -> "TransformerConfig":
+    """The paper's base encoder-decoder: D 512, 8 heads, F 2048, 6 + 6 layers, dropout 0.1,
+    post-LN, sinusoidal positions, ReLU. vocab_size and max_len are required."""
+    base = {"num_layers": 6, "d_model": 512, "num_heads": 8, "d_ff": 2048, "dropout": 0.1}
+    return cls(**{**base, **overrides})
+
+
+def _is_number(value) -> bool:
+  return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _check_positive_int(name: str, value, *, optional: bool = False) -> None:
+  if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+    raise ModelConfigError(name, value, "must be a positive int" + (" or None" if optional else ""))

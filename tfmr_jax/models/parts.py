@@ -1,0 +1,116 @@
+"""What the three model families share: input checks, masks, the layer stack, its loops.
+
+Dimension key: B batch, T positions, D model dim, L layers.
+"""
+
+import functools
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from tfmr_jax.models.config import TransformerConfig
+from tfmr_jax.ops import attention, padding_mask
+from tfmr_jax.ops.guards import check_rank
+
+
+def check_tokens(name: str, tokens, max_len: int) -> None:
+  """Raise unless `tokens` is an int [B, T] array with 0 < T <= max_len."""
+  check_rank(name, tokens, 2, "[B, T]")
+  if not jnp.issubdtype(jnp.result_type(tokens), jnp.integer):
+    raise TypeError(f"{name} must be integer token ids, got dtype {jnp.result_type(tokens)}")
+  T = tokens.shape[1]
+  if not 0 < T <= max_len:
+    raise ValueError(f"{name} has length {T}; it must lie in [1, max_len={max_len}]")
+
+
+def key_padding_mask(name: str, valid, tokens):
+  """valid [B, T] bool (True = real token) -> [B, 1, 1, T] mask, or None."""
+  if valid is None:
+    return None
+  if jnp.result_type(valid) != jnp.bool_:
+    raise TypeError(f"{name} must be bool (True = real token), got dtype {jnp.result_type(valid)}")
+  if valid.shape != tokens.shape:
+    raise ValueError(f"{name} has shape {valid.shape}, expected the token shape {tokens.shape}")
+  return padding_mask(valid)
+
+
+def count_params(model: nnx.Module) -> int:
+  """Number of scalars in the model's nnx.Param variables (works on nnx.eval_shape models)."""
+  return sum(int(np.prod(p.shape)) for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
+
+
+def check_config(config) -> TransformerConfig:
+  if not isinstance(config, TransformerConfig):
+    raise TypeError(f"config must be a TransformerConfig, got {type(config).__name__}")
+  return config
+
+
+def attention_fn_of(config: TransformerConfig, attention_fn: Callable | None) -> Callable:
+  """The op every layer runs: `attention_fn` if given, else `tj.attention` (with
+  `implementation=` bound when the config names one)."""
+  if attention_fn is not None:
+    if config.attention_implementation is not None:
+      raise ValueError(
+        f"attention_fn was given and config.attention_implementation="
+        f"{config.attention_implementation!r} too; choose one"
+      )
+    return attention_fn
+  if config.attention_implementation is None:
+    return attention
+  return functools.partial(attention, implementation=config.attention_implementation)
+
+
+def embedding_init(config: TransformerConfig):
+  """Token and learned-position initializer: GPT-2's normal(init_std), or the modules' own."""
+  return None if config.init_std is None else nnx.initializers.normal(config.init_std)
+
+
+def make_layers(block, num_layers: int, config: TransformerConfig, *, attention_fn, rngs):
+  """nnx.List of `num_layers` blocks (EncoderBlock or DecoderBlock) as `config` describes."""
+  kernel_init = out_kernel_init = None
+  if config.init_std is not None:  # GPT-2: residual-stream writers scaled by 1 / sqrt(2 L)
+    kernel_init = nnx.initializers.normal(config.init_std)
+    out_kernel_init = nnx.initializers.normal(config.init_std / (2 * num_layers) ** 0.5)
+  return nnx.List(
+    [
+      block(
+        config.d_model,
+        config.num_heads,
+        config.d_ff,
+        num_kv_heads=config.num_kv_heads,
+        dropout=config.dropout,
+        norm=config.norm,
+        activation=config.activation,
+        ln_eps=config.ln_eps,
+        use_bias=config.use_bias,
+        attention_fn=attention_fn,
+        kernel_init=kernel_init,
+        out_kernel_init=out_kernel_init,
+        rngs=rngs,
+      )
+      for _ in range(num_layers)
+    ]
+  )
+
+
+def run_layers(layers, x_BTD, *per_layer, **options):
+  """x_BTD through every layer: `layer(x_BTD, *that layer's per_layer entries, **options)`."""
+  for layer, *extras in zip(layers, *per_layer, strict=True):
+    x_BTD = layer(x_BTD, *extras, **options)
+  return x_BTD
+
+
+def extend_layers(layers, x_BTD, caches, *per_layer, **options):
+  """Decoding through every layer: `layer.extend(x_BTD, cache, *extras, **options)`.
+
+  Returns (x_BTD, the new caches as a tuple, one per layer)."""
+  if len(caches) != len(layers):
+    raise ValueError(f"cache has {len(caches)} layers, the model {len(layers)}")
+  new_caches = []
+  for layer, cache, *extras in zip(layers, caches, *per_layer, strict=True):
+    x_BTD, cache = layer.extend(x_BTD, cache, *extras, **options)
+    new_caches.append(cache)
+  return x_BTD, tuple(new_caches)
