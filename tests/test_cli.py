@@ -84,7 +84,7 @@ def test_train_stop_resume_evaluate_sample(tmp_path, capsys):
     ),
     (
       ["--config.model.num_heads=3", "--config.model.d_model=32"],
-      "config.model.num_heads = 3: must divide config.model.d_model = 32",
+      "config.model.num_heads = 3: must divide d_model=32",
     ),
     (["--config.model.num_heads=two"], "--config.model.num_heads=two"),
     (["--config.optim.name=sgd"], "config.optim.name = 'sgd': unknown optimizer"),
@@ -107,7 +107,7 @@ def test_preset_argument_selects_the_gpu_recipe(tmp_path, capsys):
     str(tmp_path),
     "--config.model.num_heads=5",
   )
-  assert rc == 2 and "config.model.num_heads = 5: must divide config.model.d_model = 384" in err
+  assert rc == 2 and "config.model.num_heads = 5: must divide d_model=384" in err
 
 
 def test_usage_errors(tmp_path, capsys):

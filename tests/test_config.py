@@ -69,11 +69,11 @@ BAD_CONFIGS = [
   (_with(modle={}), "config.modle = {}: unknown key (did you mean 'model'?)"),
   (
     _with(model={"d_model": 32, "num_heads": 3}),
-    "config.model.num_heads = 3: must divide config.model.d_model = 32",
+    "config.model.num_heads = 3: must divide d_model=32",
   ),
   (
     _with(model={"num_heads": 4, "num_kv_heads": 3}),
-    "config.model.num_kv_heads = 3: must divide config.model.num_heads = 4",
+    "config.model.num_kv_heads = 3: must divide num_heads=4",
   ),
   (_with(train={"batch_size": 0}), "config.train.batch_size = 0: must be a positive int"),
   (_with(model={"d_model": -8}), "config.model.d_model = -8: must be a positive int"),
@@ -87,7 +87,9 @@ BAD_CONFIGS = [
     _with(optim={"label_smoothing": 1.0}),
     "config.optim.label_smoothing = 1.0: must be a number in [0, 1)",
   ),
-  (_with(model={"dropout": "0.1"}), "config.model.dropout = '0.1': must be a number in [0, 1)"),
+  (_with(model={"dropout": "0.1"}), "config.model.dropout = '0.1': must be a number"),
+  (_with(model={"dropout": 1}), "config.model.dropout = 1.0: must be a rate in [0, 1)"),
+  (_with(model={"norm": "pree"}), "config.model.norm = 'pree': must be one of ('post', 'pre')"),
   (
     _with(model={"kind": "gpt"}),
     "config.model.kind = 'gpt': task 'reverse' has 'tagging' data, which needs model.kind = "
@@ -117,8 +119,8 @@ BAD_CONFIGS = [
   ),
   (
     _with(model={"attention_implementation": "flash"}),
-    "config.model.attention_implementation = 'flash': unknown attention implementation; must be "
-    "one of 'reference', 'tiled', 'xla', 'cudnn' or None",
+    "config.model.attention_implementation = 'flash': must be None or one of "
+    "('reference', 'tiled', 'xla', 'cudnn')",
   ),
   ({"model": {}}, "config.task.name is required"),
 ]

@@ -34,7 +34,11 @@ SMALL = dict(vocab_size=13, max_len=16, num_layers=2, d_model=12, num_heads=3)
     ("ln_eps", 0.0, "must be a number > 0"),
     ("init_std", -0.02, "must be a number > 0 or None"),
     ("use_bias", 1, "must be a bool"),
-    ("attention_implementation", 3, "must be None or the name of a tj.attention implementation"),
+    (
+      "attention_implementation",
+      3,
+      "must be None or one of ('reference', 'tiled', 'xla', 'cudnn')",
+    ),
     ("share_embeddings", True, "needs tgt_vocab_size == vocab_size, got 7 and 13"),
   ],
 )

@@ -17,6 +17,7 @@ import numbers
 from tfmr_jax.nn.embeddings import POSITIONS
 from tfmr_jax.nn.feed_forward import ACTIVATIONS
 from tfmr_jax.nn.norms import NORMS
+from tfmr_jax.ops.implementations import IMPLEMENTATIONS
 
 
 class ModelConfigError(ValueError):
@@ -112,11 +113,9 @@ class TransformerConfig:
       if not isinstance(getattr(self, name), bool):
         raise ModelConfigError(name, getattr(self, name), "must be a bool")
     impl = self.attention_implementation
-    if impl is not None and not (isinstance(impl, str) and impl):
+    if impl is not None and impl not in IMPLEMENTATIONS:
       raise ModelConfigError(
-        "attention_implementation",
-        impl,
-        "must be None or the name of a tj.attention implementation",
+        "attention_implementation", impl, f"must be None or one of {IMPLEMENTATIONS}"
       )
     resolved = {
       "d_ff": 4 * self.d_model if self.d_ff is None else self.d_ff,

@@ -3,6 +3,7 @@
 import jax
 from flax import nnx
 
+from tfmr_jax.config import model_config
 from tfmr_jax.models import GPT2, EncoderDecoderTransformer, TransformerConfig, TransformerEncoder
 
 FAMILIES = {
@@ -14,28 +15,7 @@ FAMILIES = {
 
 def model_config_of(config, task) -> TransformerConfig:
   """The TransformerConfig of `config.model`, sized for `task` (its vocab_size and max_len)."""
-  m = config.model
-  fields = dict(
-    vocab_size=task.vocab_size,
-    max_len=task.max_len,
-    num_layers=m.num_layers,
-    d_model=m.d_model,
-    num_heads=m.num_heads,
-    num_kv_heads=m.num_kv_heads,
-    d_ff=m.d_ff,
-    dropout=m.dropout,
-    norm=m.norm,
-    positions=m.positions,
-    activation=m.activation,
-    attention_implementation=m.attention_implementation,
-  )
-  if m.kind == "gpt":
-    return TransformerConfig.gpt(**fields)
-  if m.kind == "encoder":
-    return TransformerConfig(**fields, num_outputs=task.vocab_size)
-  return TransformerConfig(
-    **fields, share_embeddings=m.share_embeddings, tie_output=m.share_embeddings
-  )
+  return model_config(config.model, vocab_size=task.vocab_size, max_len=task.max_len)
 
 
 def build_model(config, task, *, seed: int) -> nnx.Module:

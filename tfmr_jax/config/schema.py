@@ -1,0 +1,137 @@
+"""The schema: every section's fields, their defaults and rules, and `defaults(task)`.
+
+A config is an `ml_collections.ConfigDict` with four sections:
+
+  task   which data and its sizes; the fields depend on `task.name` (TASK_FIELDS)
+  model  the architecture; `model.kind` must suit the task's data format
+  optim  optimizer, learning-rate schedule, gradient clipping, label smoothing
+  train  seed, steps, batch size, and how often to evaluate, log and checkpoint
+"""
+
+from typing import Any
+
+import ml_collections
+from ml_collections import config_dict
+
+from tfmr_jax.config.rules import (
+  ConfigError,
+  Rule,
+  choice,
+  fraction,
+  non_negative_int,
+  positive_float,
+  positive_int,
+  suggest,
+)
+from tfmr_jax.tasks import FORMATS, TINY_SHAKESPEARE_SHA256, TINY_SHAKESPEARE_URL
+
+MODEL_KIND_FOR_FORMAT = {"tagging": "encoder", "seq2seq": "encoder_decoder", "lm": "gpt"}
+# GPT follows GPT-2: pre-LN, learned positions, GELU. The other kinds choose.
+GPT_ARCHITECTURE = {"norm": "pre", "positions": "learned", "activation": "gelu"}
+
+
+def _toy(num_symbols: int, length: int, test_size: int) -> dict:
+  return {
+    "num_symbols": (num_symbols, Rule(int, low=2)),
+    "length": (length, positive_int()),
+    "test_size": (test_size, positive_int()),
+  }
+
+
+# task.name -> {field: (default, rule)}; defaults are those of each task's reference setup.
+TASK_FIELDS: dict[str, dict[str, tuple[Any, Rule]]] = {
+  "reverse": _toy(num_symbols=10, length=16, test_size=10_000),
+  "copy": _toy(num_symbols=10, length=10, test_size=1_000),
+  "sort": _toy(num_symbols=3, length=6, test_size=200),
+  "addition": {"num_digits": (2, positive_int()), "test_size": (1_000, positive_int())},
+  "char_lm": {
+    "corpus_path": ("../shared/data/tinyshakespeare.txt", Rule(str)),
+    "corpus_url": (TINY_SHAKESPEARE_URL, Rule(str)),
+    "corpus_sha256": (TINY_SHAKESPEARE_SHA256, Rule(str)),
+    "cache_dir": ("~/.cache/tfmr_jax", Rule(str)),
+    "block_size": (64, positive_int()),
+    "val_fraction": (0.1, Rule(float, low=0.0, high=1.0, low_exclusive=True)),
+  },
+}
+
+# section -> {field: (default, rule)}; model defaults for a GPT are GPT_ARCHITECTURE's.
+SECTION_FIELDS: dict[str, dict[str, tuple[Any, Rule]]] = {
+  # Types only: the architecture's rules are TransformerConfig's (tfmr_jax.config.model).
+  "model": {
+    "kind": ("encoder", choice(*MODEL_KIND_FOR_FORMAT.values(), what="model kind")),
+    "num_layers": (2, Rule(int)),
+    "d_model": (64, Rule(int)),
+    "num_heads": (4, Rule(int)),
+    "num_kv_heads": (None, Rule(int, optional=True)),  # None = num_heads
+    "d_ff": (None, Rule(int, optional=True)),  # None = 4 * d_model
+    "dropout": (0.0, Rule(float)),
+    "norm": ("post", Rule(str)),  # "post" | "pre"
+    "positions": ("sinusoidal", Rule(str)),  # "sinusoidal" | "learned" | "none"
+    "activation": ("relu", Rule(str)),  # "relu" | "gelu"
+    "share_embeddings": (False, Rule(bool)),  # encoder_decoder: one table for src and tgt
+    # None = tj.attention's own choice for the backend and shapes.
+    "attention_implementation": (None, Rule(str, optional=True)),
+  },
+  "optim": {
+    "name": ("adamw", choice("adamw", "adam", what="optimizer")),
+    "learning_rate": (1e-3, positive_float()),
+    "schedule": ("warmup_cosine", choice("constant", "warmup_cosine", "noam", what="schedule")),
+    "warmup_steps": (0, non_negative_int()),
+    "min_lr_ratio": (0.0, fraction(high_inclusive=True)),  # cosine ends at lr * min_lr_ratio
+    "weight_decay": (0.0, Rule(float, low=0.0)),
+    "b1": (0.9, fraction()),
+    "b2": (0.999, fraction()),
+    "eps": (1e-8, positive_float()),
+    "grad_clip_norm": (0.0, Rule(float, low=0.0)),  # 0 = no clipping
+    "label_smoothing": (0.0, fraction()),
+  },
+  "train": {
+    "seed": (0, non_negative_int()),
+    "num_steps": (1000, positive_int()),
+    "batch_size": (64, positive_int()),
+    "eval_every": (500, positive_int()),
+    "eval_batch_size": (500, positive_int()),
+    "log_every": (50, positive_int()),
+    "checkpoint_every": (500, positive_int()),
+    "keep_checkpoints": (2, positive_int()),
+    "progress_bar": (True, Rule(bool)),
+    "tensorboard": (True, Rule(bool)),
+    # Check inside the compiled step that loss, gradients and parameters stay finite
+    # (chex.chexify), naming the step and the leaves; one host sync per step.
+    "debug_checks": (False, Rule(bool)),
+  },
+}
+SECTIONS = ("task", "model", "optim", "train")
+
+
+def defaults(task: str) -> ml_collections.ConfigDict:
+  """The full config of `task` with every field at its default."""
+  check_task_name(task)
+  config = ml_collections.ConfigDict()
+  config.task = ml_collections.ConfigDict({"name": task})
+  for field, (default, rule) in TASK_FIELDS[task].items():
+    config.task[field] = _field_value(default, rule)
+  for section, fields in SECTION_FIELDS.items():
+    config[section] = ml_collections.ConfigDict()
+    for field, (default, rule) in fields.items():
+      config[section][field] = _field_value(default, rule)
+  config.model.kind = MODEL_KIND_FOR_FORMAT[FORMATS[task]]
+  if config.model.kind == "gpt":
+    config.model.update(GPT_ARCHITECTURE)
+  config.lock()  # a misspelt field fails where it is set, with ml_collections' "did you mean"
+  return config
+
+
+def _field_value(default, rule: Rule):
+  # A typed placeholder keeps a None default overridable from the command line.
+  if default is None:
+    return config_dict.placeholder(rule.type)
+  return default
+
+
+def check_task_name(name) -> None:
+  if name not in FORMATS:
+    raise ConfigError(
+      f"config.task.name = {name!r}: unknown task{suggest(name, FORMATS)}; "
+      f"choose from {', '.join(sorted(FORMATS))}"
+    )

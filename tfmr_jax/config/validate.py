@@ -1,0 +1,100 @@
+"""`validate(config)`: the check every entry point runs before anything is built.
+
+It fills a possibly partial config in from the defaults of its task, checks every
+field and every rule between fields, and returns the resolved config, or raises
+`ConfigError` naming the field, the value and the rule.
+"""
+
+import ml_collections
+
+from tfmr_jax.config.model import check_model
+from tfmr_jax.config.rules import ConfigError, Rule, check_keys, checked
+from tfmr_jax.config.schema import (
+  GPT_ARCHITECTURE,
+  MODEL_KIND_FOR_FORMAT,
+  SECTION_FIELDS,
+  SECTIONS,
+  TASK_FIELDS,
+  check_task_name,
+  defaults,
+)
+from tfmr_jax.tasks import FORMATS, max_test_size
+
+
+def validate(config) -> ml_collections.ConfigDict:
+  """The resolved config (defaults filled in, numbers coerced), or ConfigError.
+
+  Accepts a ConfigDict or a nested dict, complete or partial; only `task.name` is
+  required. Checks, in order: section and field names (with "did you mean"), each
+  value's type and range, then the rules that tie fields together.
+  """
+  given = config.to_dict() if isinstance(config, ml_collections.ConfigDict) else dict(config)
+  check_keys("", given, SECTIONS)
+  task = given.get("task", {})
+  if not isinstance(task, dict) or "name" not in task:
+    raise ConfigError("config.task.name is required: the task to train on")
+  check_task_name(task["name"])
+  resolved = defaults(task["name"]).to_dict()
+  schemas = {"task": {"name": ("", Rule(str)), **TASK_FIELDS[task["name"]]}, **SECTION_FIELDS}
+  for section, fields in given.items():
+    if not isinstance(fields, dict):
+      raise ConfigError(f"config.{section} = {fields!r}: must be a section (a ConfigDict)")
+    check_keys(f"{section}.", fields, schemas[section])
+    for field, value in fields.items():
+      resolved[section][field] = checked(f"{section}.{field}", value, schemas[section][field][1])
+  _check_relations(resolved)
+  return ml_collections.ConfigDict(resolved)
+
+
+def _check_relations(c: dict) -> None:
+  """Rules between fields: the model suits the task and is well formed, sizes fit."""
+  task, model, optim, train = c["task"], c["model"], c["optim"], c["train"]
+  needed = MODEL_KIND_FOR_FORMAT[FORMATS[task["name"]]]
+  if model["kind"] != needed:
+    raise ConfigError(
+      f"config.model.kind = {model['kind']!r}: task {task['name']!r} has "
+      f"{FORMATS[task['name']]!r} data, which needs model.kind = {needed!r}"
+    )
+  if model["kind"] == "gpt":
+    for field, value in GPT_ARCHITECTURE.items():
+      if model[field] != value:
+        raise ConfigError(
+          f"config.model.{field} = {model[field]!r}: model.kind 'gpt' is the GPT-2 "
+          f"architecture, which has {field} = {value!r}"
+        )
+  check_model(model)
+  if optim["schedule"] == "noam" and optim["warmup_steps"] == 0:
+    raise ConfigError("config.optim.warmup_steps = 0: the 'noam' schedule needs warmup_steps >= 1")
+  if optim["schedule"] == "warmup_cosine" and optim["warmup_steps"] >= train["num_steps"]:
+    raise ConfigError(
+      f"config.optim.warmup_steps = {optim['warmup_steps']}: must be less than "
+      f"config.train.num_steps = {train['num_steps']} for the 'warmup_cosine' schedule"
+    )
+  if task["name"] in ("reverse", "copy", "sort", "addition"):
+    symbols, length = (
+      (10, 2 * task["num_digits"])
+      if task["name"] == "addition"
+      else (task["num_symbols"], task["length"])
+    )
+    limit = max_test_size(symbols**length)
+    if task["test_size"] > limit:
+      raise ConfigError(
+        f"config.task.test_size = {task['test_size']}: must be at most {limit} for "
+        f"{symbols**length} possible sequences"
+      )
+  if task["name"] == "char_lm" and task["corpus_url"] and not task["corpus_sha256"]:
+    raise ConfigError(
+      f"config.task.corpus_sha256 = '': required with config.task.corpus_url = "
+      f"{task['corpus_url']!r}, to check the download"
+    )
+
+
+def check_devices(config, num_devices: int) -> None:
+  """Batch sizes must split evenly over the data-parallel devices."""
+  for field in ("batch_size", "eval_batch_size"):
+    value = config.train[field]
+    if value % num_devices:
+      raise ConfigError(
+        f"config.train.{field} = {value}: must be a multiple of the {num_devices} "
+        "devices the batch is split over"
+      )
