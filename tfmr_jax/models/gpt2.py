@@ -21,27 +21,13 @@ import jax.numpy as jnp
 from flax import nnx
 
 from tfmr_jax.models.config import TransformerConfig
-from tfmr_jax.models.parts import (
-  attention_fn_of,
-  check_config,
-  check_tokens,
-  embedding_init,
-  extend_layers,
-  make_layers,
-  run_layers,
-)
-from tfmr_jax.nn import (
-  EncoderBlock,
-  KVCache,
-  PositionEmbedding,
-  TokenEmbedding,
-  layer_norm,
-  make_dropout,
-)
+from tfmr_jax.models.parts import check_tokens, extend_layers, run_layers
+from tfmr_jax.models.stack import EmbeddedStack
+from tfmr_jax.nn import KVCache
 from tfmr_jax.ops.guards import check_positive
 
 
-class GPT2(nnx.Module):
+class GPT2(EmbeddedStack):
   """Decoder-only LM. `gpt(tokens_BT)` -> logits_BTV; `extend` runs with a KV cache.
 
   Reads from `config`: vocab_size, max_len, num_layers, d_model, num_heads,
@@ -53,37 +39,18 @@ class GPT2(nnx.Module):
   def __init__(
     self, config: TransformerConfig, *, rngs: nnx.Rngs, attention_fn: Callable | None = None
   ):
-    c = self.config = check_config(config)
-    init = embedding_init(c)
-    self.token_embedding = TokenEmbedding(
-      c.vocab_size, c.d_model, scale=c.scale_embeddings, embedding_init=init, rngs=rngs
-    )
-    self.position_embedding = PositionEmbedding(
-      c.max_len, c.d_model, kind=c.positions, embedding_init=init, rngs=rngs
-    )
-    self.embedding_dropout = make_dropout(c.dropout, rngs)
-    self.layers = make_layers(
-      EncoderBlock, c.num_layers, c, attention_fn=attention_fn_of(c, attention_fn), rngs=rngs
-    )
-    self.final_norm = (
-      layer_norm(c.d_model, epsilon=c.ln_eps, rngs=rngs) if c.norm == "pre" else None
-    )
+    super().__init__(config, rngs=rngs, attention_fn=attention_fn)
+    c = self.config
     self.head = None if c.tie_output else nnx.Linear(c.d_model, c.vocab_size, rngs=rngs)
 
-  def _embed(self, tokens_BT, offset):
-    T = tokens_BT.shape[1]
-    x_BTD = self.token_embedding(tokens_BT) + self.position_embedding(offset + jnp.arange(T))[None]
-    return self.embedding_dropout(x_BTD)
-
   def _logits(self, x_BTD):
-    if self.final_norm is not None:
-      x_BTD = self.final_norm(x_BTD)
+    x_BTD = self.normed(x_BTD)
     return self.token_embedding.attend(x_BTD) if self.head is None else self.head(x_BTD)
 
   def __call__(self, tokens_BT):
     """Causal LM logits [B, T, V] (float32): position t sees tokens[:t+1]."""
     check_tokens("tokens_BT", tokens_BT, self.config.max_len)
-    return self._logits(run_layers(self.layers, self._embed(tokens_BT, 0), is_causal=True))
+    return self._logits(run_layers(self.layers, self.embed(tokens_BT), is_causal=True))
 
   def init_cache(
     self, batch_size: int, max_len: int | None = None, *, dtype=jnp.float32
@@ -110,5 +77,5 @@ class GPT2(nnx.Module):
       raise ValueError(
         f"cannot extend by T={tokens_BT.shape[1]} tokens: the cache holds {cache[0].max_len}"
       )
-    x_BTD, cache = extend_layers(self.layers, self._embed(tokens_BT, cache[0].length), cache)
+    x_BTD, cache = extend_layers(self.layers, self.embed(tokens_BT, cache[0].length), cache)
     return self._logits(x_BTD), cache

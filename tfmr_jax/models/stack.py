@@ -1,0 +1,59 @@
+"""What the encoder and GPT share: embeddings, a stack of EncoderBlocks, a final norm.
+
+Dimension key: B batch, T positions, D model dim.
+
+    x = Dropout(TokenEmbedding(tokens) + PositionEmbedding(offset + [0..T)))
+    L x EncoderBlock                     (how they attend is the subclass's call)
+    (pre-LN: a final LayerNorm)
+
+`TransformerEncoder` adds a per-position head and key-padding masks; `GPT2` attends
+causally and reads logits off the tied token embedding (or its own head).
+"""
+
+from collections.abc import Callable
+
+import jax.numpy as jnp
+from flax import nnx
+
+from tfmr_jax.models.config import TransformerConfig
+from tfmr_jax.models.parts import attention_fn_of, check_config, embedding_init, make_layers
+from tfmr_jax.nn import EncoderBlock, PositionEmbedding, TokenEmbedding, layer_norm, make_dropout
+
+
+class EmbeddedStack(nnx.Module):
+  """Token and position embeddings, embedding dropout, L EncoderBlocks, final LayerNorm.
+
+  Reads from `config`: vocab_size, max_len, num_layers, d_model, num_heads,
+  num_kv_heads, d_ff, dropout, norm, positions, activation, ln_eps,
+  scale_embeddings, use_bias, init_std, attention_implementation.
+  `attention_fn` overrides the op every layer runs.
+  """
+
+  def __init__(
+    self, config: TransformerConfig, *, rngs: nnx.Rngs, attention_fn: Callable | None = None
+  ):
+    c = self.config = check_config(config)
+    init = embedding_init(c)
+    self.token_embedding = TokenEmbedding(
+      c.vocab_size, c.d_model, scale=c.scale_embeddings, embedding_init=init, rngs=rngs
+    )
+    self.position_embedding = PositionEmbedding(
+      c.max_len, c.d_model, kind=c.positions, embedding_init=init, rngs=rngs
+    )
+    self.embedding_dropout = make_dropout(c.dropout, rngs)
+    self.layers = make_layers(
+      EncoderBlock, c.num_layers, c, attention_fn=attention_fn_of(c, attention_fn), rngs=rngs
+    )
+    self.final_norm = (
+      layer_norm(c.d_model, epsilon=c.ln_eps, rngs=rngs) if c.norm == "pre" else None
+    )
+
+  def embed(self, tokens_BT, offset=0):
+    """x_BTD of tokens at positions offset + [0, T): embeddings plus positions, dropout."""
+    T = tokens_BT.shape[1]
+    x_BTD = self.token_embedding(tokens_BT) + self.position_embedding(offset + jnp.arange(T))[None]
+    return self.embedding_dropout(x_BTD)
+
+  def normed(self, x_BTD):
+    """The stack's output: x_BTD after the final LayerNorm (pre-LN), else as it is."""
+    return x_BTD if self.final_norm is None else self.final_norm(x_BTD)
