@@ -12,6 +12,7 @@ import numpy as np
 from flax import nnx
 
 from tfmr_jax.models.config import TransformerConfig
+from tfmr_jax.nn import state as model_state
 from tfmr_jax.ops import attention, padding_mask
 from tfmr_jax.ops.guards import check_rank
 
@@ -39,7 +40,7 @@ def key_padding_mask(name: str, valid, tokens):
 
 def count_params(model: nnx.Module) -> int:
   """Number of scalars in the model's nnx.Param variables (works on nnx.eval_shape models)."""
-  return sum(int(np.prod(p.shape)) for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
+  return sum(int(np.prod(p.shape)) for p in jax.tree.leaves(model_state.params_of(model)))
 
 
 def check_config(config) -> TransformerConfig:
