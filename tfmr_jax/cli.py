@@ -42,7 +42,9 @@ def _flags(argv: list[str]) -> flags.FlagValues:
     sys_argv=argv,
   )
   flags.DEFINE_string("workdir", None, "the run's directory", flag_values=fv)
-  flags.DEFINE_integer("stop_at_step", None, "train: stop after this many steps", flag_values=fv)
+  flags.DEFINE_integer(
+    "stop_at_step", None, "train: stop after this many steps", lower_bound=1, flag_values=fv
+  )
   flags.DEFINE_integer("step", None, "evaluate: checkpoint step (default latest)", flag_values=fv)
   flags.DEFINE_string("prompt", None, "sample: prompt text or task input", flag_values=fv)
   flags.DEFINE_integer("max_new_tokens", 200, "sample: tokens to generate", flag_values=fv)
