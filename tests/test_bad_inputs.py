@@ -120,3 +120,121 @@ def test_addition_digits_at_the_int64_limit_are_right_and_one_past_is_refused():
     config_lib.validate({"task": {"name": "addition", "num_digits": 19}})
   with pytest.raises(ValueError, match=r"num_digits must be in \[1, 18\]"):
     Addition(num_digits=19, test_size=100)
+
+
+# Floor B: the files the CLI reads and the work directory it writes.
+SMALL_REVERSE = [
+  "--config.task.num_symbols=4",
+  "--config.task.length=4",
+  "--config.task.test_size=10",
+  "--config.optim.warmup_steps=1",
+  "--config.train.num_steps=4",
+  "--config.train.checkpoint_every=2",
+  "--config.train.batch_size=8",
+  "--config.train.eval_batch_size=10",
+  "--config.train.eval_every=10000",
+  "--config.train.progress_bar=false",
+  "--config.train.tensorboard=false",
+]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+  """A 4-step reverse run with checkpoints at steps 2 and 4 (about 5 s)."""
+  workdir = str(tmp_path_factory.mktemp("trained") / "run")
+  argv = ["train", f"--config={CONFIGS}/reverse.py", f"--workdir={workdir}", *SMALL_REVERSE]
+  assert cli.main(argv) == 0
+  return workdir
+
+
+def _write(path, content) -> None:
+  mode = "wb" if isinstance(content, bytes) else "w"
+  with open(path, mode) as f:
+    f.write(content)
+
+
+def _setup_files(tmp: str) -> None:
+  """The bad files the rows below name: recipes, a file as workdir, a corrupt run."""
+  _write(os.path.join(tmp, "syntax.py"), "def get_config(:\n  pass\n")
+  _write(os.path.join(tmp, "raises.py"), "def get_config():\n  raise RuntimeError('no GPU')\n")
+  _write(os.path.join(tmp, "no_get_config.py"), "x = 1\n")
+  _write(os.path.join(tmp, "a_file"), "not a directory\n")
+  os.makedirs(os.path.join(tmp, "corrupt"))
+  _write(os.path.join(tmp, "corrupt", "config.json"), '{"task": {"name": ')
+
+
+FILE_CASES = [
+  (
+    ["train", "--config={tmp}/missing.py", "--workdir={workdir}"],
+    "config file '{tmp}/missing.py' does not exist",
+  ),
+  (
+    ["train", "--config={tmp}/syntax.py", "--workdir={workdir}"],
+    "config file '{tmp}/syntax.py' line 1: syntax error: invalid syntax",
+  ),
+  (
+    ["train", "--config={tmp}/raises.py", "--workdir={workdir}"],
+    "config file '{tmp}/raises.py': get_config() raised RuntimeError: no GPU",
+  ),
+  (
+    ["train", "--config={tmp}/no_get_config.py", "--workdir={workdir}"],
+    "config file '{tmp}/no_get_config.py' defines no get_config()",
+  ),
+  (
+    ["train", "--config={configs}/char_lm.py:nosuch", "--workdir={workdir}"],
+    "config file '{configs}/char_lm.py': get_config('nosuch') raised ValueError: unknown preset "
+    "'nosuch' for configs/char_lm.py; choose from ('cpu', 'nanogpt_cpu', 'baby')",
+  ),
+  (["train", "--config={tmp}", "--workdir={workdir}"], "config file '{tmp}' is not a regular file"),
+  (["train", "--config"], "--config needs a value: FILE[:ARG]"),
+  (REVERSE[:2] + ["--workdir={tmp}/a_file"], "--workdir '{tmp}/a_file' is a file, not a directory"),
+  (
+    REVERSE[:2] + ["--workdir={tmp}/a_file/run"],
+    "--workdir '{tmp}/a_file/run' cannot be created: '{tmp}/a_file' is a file",
+  ),
+  (
+    ["evaluate", "--workdir={tmp}/corrupt"],
+    "'{tmp}/corrupt/config.json' is not a valid config.json: Expecting value: line 1 column 19",
+  ),
+  (
+    ["train", "--workdir={tmp}/corrupt"],
+    "'{tmp}/corrupt/config.json' is not a valid config.json: Expecting value",
+  ),
+  (["evaluate", "--workdir={tmp}/a_file"], "--workdir '{tmp}/a_file' is a file, not a directory"),
+]
+
+
+@pytest.mark.parametrize("argv,fragment", FILE_CASES)
+def test_bad_file_exits_2_naming_the_file_and_the_cause(argv, fragment, tmp_path, capsys):
+  tmp = str(tmp_path)
+  _setup_files(tmp)
+  workdir = os.path.join(tmp, "run")
+  before = {name: _snapshot(os.path.join(tmp, name)) for name in os.listdir(tmp)}
+  rc, err = run_cli(argv, workdir=workdir, tmp=tmp, capsys=capsys)
+  fragment = fragment.format(tmp=tmp, configs=CONFIGS)
+  assert_clean_error(rc, err, command=argv[0], fragment=fragment)
+  assert {name: _snapshot(os.path.join(tmp, name)) for name in os.listdir(tmp)} == before
+
+
+def test_read_only_workdir_is_refused_before_training(tmp_path, capsys, monkeypatch):
+  """Root may write anywhere, so the read-only answer of os.access is simulated."""
+  workdir = str(tmp_path / "readonly")
+  os.makedirs(workdir)
+  real_access = os.access
+  monkeypatch.setattr(
+    cli.os, "access", lambda p, mode: False if p == workdir else real_access(p, mode)
+  )
+  rc, err = run_cli(REVERSE, workdir=workdir, tmp=str(tmp_path), capsys=capsys)
+  fragment = f"--workdir {workdir!r}: {workdir!r} is not writable"
+  assert_clean_error(rc, err, command="train", fragment=fragment)
+  assert os.listdir(workdir) == []
+
+
+def test_evaluate_a_step_never_saved_names_the_saved_ones(trained_run, capsys):
+  before = _snapshot(trained_run)
+  rc, err = run_cli(
+    ["evaluate", "--workdir={workdir}", "--step=3"], workdir=trained_run, tmp="", capsys=capsys
+  )
+  fragment = f"--step 3: no checkpoint of that step in '{trained_run}/checkpoints'; saved: 2, 4"
+  assert_clean_error(rc, err, command="evaluate", fragment=fragment)
+  assert _snapshot(trained_run) == before
