@@ -15,7 +15,7 @@ import pytest
 
 from tfmr_jax import cli
 from tfmr_jax import config as config_lib
-from tfmr_jax.tasks import Addition
+from tfmr_jax.tasks import Addition, CorpusError, make_task
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(REPO, "configs")
@@ -238,3 +238,74 @@ def test_evaluate_a_step_never_saved_names_the_saved_ones(trained_run, capsys):
   fragment = f"--step 3: no checkpoint of that step in '{trained_run}/checkpoints'; saved: 2, 4"
   assert_clean_error(rc, err, command="evaluate", fragment=fragment)
   assert _snapshot(trained_run) == before
+
+
+# Floor C: the char_lm corpus. Each is one CorpusError (a ValueError) naming the path.
+CORPUS_FILES = {
+  "empty.txt": b"",
+  "binary.bin": bytes(range(256)),
+  "latin1.txt": "caf\xe9 au lait\n".encode("latin-1"),
+  "nul.txt": b"text\x00more text",
+  "short.txt": b"x" * 50,
+  "short_val.txt": b"y" * 100,
+}
+CHAR_LM = [
+  "train",
+  "--config={configs}/char_lm.py",
+  "--workdir={workdir}",
+  "--config.task.cache_dir={tmp}/cache",
+]
+CORPUS_CASES = [  # (corpus_path, corpus_url or None for the recipe's, message fragment)
+  ("{tmp}/empty.txt", None, "corpus '{tmp}/empty.txt' is empty"),
+  ("{tmp}/binary.bin", None, "corpus '{tmp}/binary.bin' has a NUL byte at offset 0"),
+  ("{tmp}/latin1.txt", None, "corpus '{tmp}/latin1.txt' is not UTF-8 text: byte 0xe9 at offset 3"),
+  ("{tmp}/nul.txt", None, "corpus '{tmp}/nul.txt' has a NUL byte at offset 4: a binary file"),
+  ("{tmp}", None, "corpus_path '{tmp}' is a directory, not a text file"),
+  (
+    "{tmp}/short.txt",
+    None,
+    "corpus '{tmp}/short.txt' is too short: its training text (val_fraction=0.1 of 50 "
+    "characters) has 45 characters, fewer than block_size + 1 = 65",
+  ),
+  (
+    "{tmp}/short_val.txt",
+    None,
+    "corpus '{tmp}/short_val.txt' is too short: its held-out text (val_fraction=0.1 of 100 "
+    "characters) has 10 characters, fewer than block_size + 1 = 65",
+  ),
+  (
+    "{tmp}/missing.txt",
+    "",
+    "corpus_path '{tmp}/missing.txt' does not exist and no corpus_url is set",
+  ),
+  (
+    "{tmp}/missing.txt",
+    "file://{tmp}/offline/input.txt",
+    "corpus_path '{tmp}/missing.txt' does not exist and downloading corpus_url "
+    "'file://{tmp}/offline/input.txt' failed: [Errno 2] No such file or directory",
+  ),
+]
+
+
+@pytest.mark.parametrize("path,url,fragment", CORPUS_CASES)
+def test_bad_corpus_is_one_corpus_error_and_exit_2(path, url, fragment, tmp_path, capsys):
+  tmp = str(tmp_path)
+  for name, data in CORPUS_FILES.items():
+    _write(os.path.join(tmp, name), data)
+  path, fragment = path.format(tmp=tmp), fragment.format(tmp=tmp)
+  fields = dict(config_lib.defaults("char_lm").task)
+  fields.update(corpus_path=path, cache_dir=os.path.join(tmp, "cache"))
+  if url is not None:
+    fields["corpus_url"] = url.format(tmp=tmp)
+  with pytest.raises(CorpusError) as raised:
+    make_task(**fields)
+  assert isinstance(raised.value, ValueError) and fragment in str(raised.value)
+
+  workdir = os.path.join(tmp, "run")
+  argv = CHAR_LM + [f"--config.task.corpus_path={path}"]
+  if url is not None:
+    argv.append(f"--config.task.corpus_url={url.format(tmp=tmp)}")
+  before = {name: _snapshot(os.path.join(tmp, name)) for name in os.listdir(tmp)}
+  rc, err = run_cli(argv, workdir=workdir, tmp=tmp, capsys=capsys)
+  assert_clean_error(rc, err, command="train", fragment=fragment)
+  assert {name: _snapshot(os.path.join(tmp, name)) for name in os.listdir(tmp)} == before

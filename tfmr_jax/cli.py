@@ -27,6 +27,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from tfmr_jax import config as config_lib
+from tfmr_jax.tasks import CorpusError, make_task
 
 COMMANDS = ("train", "evaluate", "sample")
 
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     if not fv.workdir:
       raise flags.Error("--workdir is required")
     return _run(command, fv)
-  except (flags.Error, config_lib.ConfigError, FileNotFoundError) as e:
+  except (flags.Error, config_lib.ConfigError, CorpusError, FileNotFoundError) as e:
     return _fail(command, e)
 
 
@@ -142,6 +143,8 @@ def _run(command: str, fv: flags.FlagValues) -> int:
   _check_workdir(command, fv.workdir, step=fv.step)
   if command == "train":
     config = config_lib.validate(_train_config(fv, train_lib))
+    if config.task.name == "char_lm":  # a bad corpus fails before train() writes the workdir
+      make_task(**config.task)
     try:
       metrics = train_lib.train(config, fv.workdir, stop_at_step=fv.stop_at_step)
     except train_lib.NonFiniteLossError as e:
