@@ -309,3 +309,33 @@ def test_bad_corpus_is_one_corpus_error_and_exit_2(path, url, fragment, tmp_path
   rc, err = run_cli(argv, workdir=workdir, tmp=tmp, capsys=capsys)
   assert_clean_error(rc, err, command="train", fragment=fragment)
   assert {name: _snapshot(os.path.join(tmp, name)) for name in os.listdir(tmp)} == before
+
+
+# Floor D: sample's options, checked before the run is loaded (any task).
+SAMPLE = ["sample", "--workdir={workdir}", "--prompt=1 2 3 0"]
+SAMPLE_CASES = [
+  (SAMPLE + ["--max-new-tokens=0"], "max_new_tokens must be a positive int, got 0"),
+  (SAMPLE + ["--max-new-tokens=-5"], "max_new_tokens must be a positive int, got -5"),
+  (
+    SAMPLE + ["--temperature=nan"],
+    "temperature must be a finite number >= 0 (0 = greedy), got nan",
+  ),
+  (
+    SAMPLE + ["--temperature=inf"],
+    "temperature must be a finite number >= 0 (0 = greedy), got inf",
+  ),
+  (
+    SAMPLE + ["--temperature=-0.5"],
+    "temperature must be a finite number >= 0 (0 = greedy), got -0.5",
+  ),
+  (SAMPLE + ["--top-k=0"], "top_k must be a positive int, got 0"),
+  (SAMPLE + ["--top-k=99"], "top_k=99 must lie in [1, vocab_size=4]"),
+]
+
+
+@pytest.mark.parametrize("argv,fragment", SAMPLE_CASES)
+def test_bad_sampling_option_exits_2(argv, fragment, trained_run, capsys):
+  before = _snapshot(trained_run)
+  rc, err = run_cli(argv, workdir=trained_run, tmp="", capsys=capsys)
+  assert_clean_error(rc, err, command="sample", fragment=fragment)
+  assert _snapshot(trained_run) == before
