@@ -82,12 +82,15 @@ BAD_CONFIGS = [
     _with(optim={"schedule": "cosine"}),
     "config.optim.schedule = 'cosine': unknown schedule (did you mean 'warmup_cosine'?)",
   ),
-  (_with(optim={"learning_rate": 0.0}), "config.optim.learning_rate = 0.0: must be a number > 0"),
+  (
+    _with(optim={"learning_rate": 0.0}),
+    "config.optim.learning_rate = 0.0: must be a finite number > 0",
+  ),
   (
     _with(optim={"label_smoothing": 1.0}),
-    "config.optim.label_smoothing = 1.0: must be a number in [0, 1)",
+    "config.optim.label_smoothing = 1.0: must be a finite number in [0, 1)",
   ),
-  (_with(model={"dropout": "0.1"}), "config.model.dropout = '0.1': must be a number"),
+  (_with(model={"dropout": "0.1"}), "config.model.dropout = '0.1': must be a finite number"),
   (_with(model={"dropout": 1}), "config.model.dropout = 1.0: must be a rate in [0, 1)"),
   (_with(model={"norm": "pree"}), "config.model.norm = 'pree': must be one of ('post', 'pre')"),
   (

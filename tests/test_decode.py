@@ -134,13 +134,28 @@ def test_compiles_once(gpt):
     (dict(max_new_tokens=13), r"T=4 \+ max_new_tokens=13 exceeds the model's max_len=16"),
     (dict(max_new_tokens=2, top_k=0), "top_k must be a positive int, got 0"),
     (dict(max_new_tokens=2, top_k=24), r"top_k=24 must lie in \[1, vocab_size=23\]"),
-    (dict(max_new_tokens=2, temperature=-1.0), "temperature must be a number >= 0"),
+    (dict(max_new_tokens=2, temperature=-1.0), "temperature must be a finite number >= 0"),
+    (dict(max_new_tokens=2, temperature=float("nan")), "temperature must be a finite number"),
+    (dict(max_new_tokens=2, temperature=float("inf")), "temperature must be a finite number"),
     (dict(max_new_tokens=2, temperature=1.0), "rng .* is required"),
   ],
 )
 def test_generate_bad_arguments(gpt, kwargs, message):
   with pytest.raises(ValueError, match=message):
     decode.generate(gpt, jnp.zeros((1, 4), jnp.int32), **kwargs)
+
+
+def test_temperature_of_any_real_type_is_accepted(gpt):
+  """np.float32(0.7) (e.g. read from an array) samples like 0.7."""
+  prompt = jnp.zeros((1, 4), jnp.int32)
+  expected = decode.generate(gpt, prompt, max_new_tokens=3, temperature=0.7, rng=jax.random.key(0))
+  for temperature in (np.float32(0.7), np.float64(0.7)):
+    out = decode.generate(
+      gpt, prompt, max_new_tokens=3, temperature=temperature, rng=jax.random.key(0)
+    )
+    np.testing.assert_array_equal(out, expected)
+  greedy = decode.generate(gpt, prompt, max_new_tokens=3, temperature=np.int64(0))
+  np.testing.assert_array_equal(greedy, decode.generate(gpt, prompt, max_new_tokens=3))
 
 
 def test_generate_seq2seq_bad_arguments(s2s):

@@ -19,31 +19,33 @@ config; 130 / 143 stopped by Ctrl-C / SIGTERM after saving a checkpoint.
 
 import difflib
 import json
+import os
 import signal
 import sys
-import warnings
 
 from absl import flags
 from ml_collections import config_flags
 
 from tfmr_jax import config as config_lib
+from tfmr_jax.tasks import CorpusError, make_task
 
 COMMANDS = ("train", "evaluate", "sample")
 
 
-def _flags(argv: list[str]) -> flags.FlagValues:
+def _flags(argv: list[str], recipe) -> flags.FlagValues:
+  """The command's flags; `--config.<field>=VALUE` overrides apply to `recipe` (if any)."""
   fv = flags.FlagValues()
-  config_flags.DEFINE_config_file(
-    "config",
-    None,
-    "recipe file: configs/<task>.py[:preset]",
-    flag_values=fv,
-    lock_config=True,
-    sys_argv=argv,
-  )
+  if recipe is not None:
+    config_flags.DEFINE_config_dict(
+      "config", recipe, "the recipe's config", flag_values=fv, lock_config=True, sys_argv=argv
+    )
   flags.DEFINE_string("workdir", None, "the run's directory", flag_values=fv)
-  flags.DEFINE_integer("stop_at_step", None, "train: stop after this many steps", flag_values=fv)
-  flags.DEFINE_integer("step", None, "evaluate: checkpoint step (default latest)", flag_values=fv)
+  flags.DEFINE_integer(
+    "stop_at_step", None, "train: stop after this many steps", lower_bound=1, flag_values=fv
+  )
+  flags.DEFINE_integer(
+    "step", None, "evaluate: checkpoint step (default latest)", lower_bound=0, flag_values=fv
+  )
   flags.DEFINE_string("prompt", None, "sample: prompt text or task input", flag_values=fv)
   flags.DEFINE_integer("max_new_tokens", 200, "sample: tokens to generate", flag_values=fv)
   flags.DEFINE_float("temperature", 0.8, "sample: 0 = greedy", flag_values=fv)
@@ -61,6 +63,29 @@ def _normalize(argv: list[str]) -> list[str]:
       arg = "--" + name.replace("-", "_") + eq + value
     out.append(arg)
   return out
+
+
+def _take_recipe(argv: list[str]) -> tuple[str | None, list[str]]:
+  """(the FILE[:ARG] of `--config FILE` or `--config=FILE`, or None; argv without it).
+
+  The recipe is loaded here (`config.load_recipe`), not by ml_collections, so that a
+  missing file, a syntax error or a failing get_config is one clear error.
+  """
+  rest, spec = [], None
+  i = 0
+  while i < len(argv):
+    arg = argv[i]
+    if arg == "--config":
+      if i + 1 == len(argv) or argv[i + 1].startswith("--"):
+        raise flags.Error("--config needs a value: FILE[:ARG]")
+      spec, i = argv[i + 1], i + 2
+      continue
+    if arg.startswith("--config="):
+      spec = arg.removeprefix("--config=")
+    else:
+      rest.append(arg)
+    i += 1
+  return spec, rest
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,11 +106,11 @@ def main(argv: list[str] | None = None) -> int:
     return 2
   command, full_argv = argv[0], ["tfmr-jax", *_normalize(argv[1:])]
   try:
-    fv = _flags(full_argv)
-    with warnings.catch_warnings():  # ml_collections loads config files with load_module()
-      warnings.filterwarnings("ignore", "the load_module", DeprecationWarning)
-      rest = fv(full_argv)
-  except (flags.Error, config_lib.ConfigError) as e:
+    spec, full_argv = _take_recipe(full_argv)
+    recipe = None if spec is None else config_lib.load_recipe(spec)
+    fv = _flags(full_argv, recipe)
+    rest = fv(full_argv)
+  except (flags.Error, config_lib.ConfigError, config_lib.RecipeError) as e:
     return _fail(command, e)
   except (AttributeError, KeyError, ValueError) as e:  # the locked config refused an override
     overrides = [a.split("=")[0] for a in full_argv if a.startswith("--config.")]
@@ -96,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     if not fv.workdir:
       raise flags.Error("--workdir is required")
     return _run(command, fv)
-  except (flags.Error, config_lib.ConfigError, FileNotFoundError) as e:
+  except (flags.Error, config_lib.ConfigError, CorpusError, FileNotFoundError) as e:
     return _fail(command, e)
 
 
@@ -115,8 +140,11 @@ def _fail(command: str, error) -> int:
 def _run(command: str, fv: flags.FlagValues) -> int:
   from tfmr_jax import train as train_lib  # loads JAX and Flax
 
+  _check_workdir(command, fv.workdir, step=fv.step)
   if command == "train":
     config = config_lib.validate(_train_config(fv, train_lib))
+    if config.task.name == "char_lm":  # a bad corpus fails before train() writes the workdir
+      make_task(**config.task)
     try:
       metrics = train_lib.train(config, fv.workdir, stop_at_step=fv.stop_at_step)
     except train_lib.NonFiniteLossError as e:
@@ -151,9 +179,46 @@ def _run(command: str, fv: flags.FlagValues) -> int:
   return 0
 
 
+def _check_workdir(command: str, workdir: str, *, step: int | None) -> None:
+  """flags.Error unless `workdir` can serve `command`: a directory (train: a writable one,
+  or one that can be created), its config.json valid JSON, evaluate's --step saved."""
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise flags.Error(f"--workdir {workdir!r} is a file, not a directory")
+  if command == "train":
+    existing = os.path.abspath(workdir)
+    while not os.path.exists(existing):
+      existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+      raise flags.Error(f"--workdir {workdir!r} cannot be created: {existing!r} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+      raise flags.Error(
+        f"--workdir {workdir!r}: {existing!r} is not writable (train writes its config, "
+        "metrics and checkpoints there)"
+      )
+  path = os.path.join(workdir, "config.json")
+  if os.path.isfile(path):
+    try:
+      with open(path, encoding="utf-8") as f:
+        json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+      raise flags.Error(f"{path!r} is not a valid config.json: {e}") from None
+  if command == "evaluate" and step is not None:
+    directory = os.path.join(workdir, "checkpoints")
+    saved = (
+      sorted(int(d) for d in os.listdir(directory) if d.isdigit())
+      if os.path.isdir(directory)
+      else []
+    )
+    if step not in saved:
+      have = ", ".join(map(str, saved)) if saved else "none"
+      raise flags.Error(
+        f"--step {step}: no checkpoint of that step in {directory!r}; saved: {have}"
+      )
+
+
 def _train_config(fv: flags.FlagValues, train_lib):
   """The --config recipe with its overrides, or the saved config of the run in --workdir."""
-  if fv.config is not None:
+  if "config" in fv:
     return fv.config
   if train_lib.has_config(fv.workdir):
     return train_lib.load_config(fv.workdir)

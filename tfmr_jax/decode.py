@@ -13,6 +13,8 @@ A model qualifies by duck typing: `init_cache(...)` and `extend(tokens_BT, cache
 """
 
 import functools
+import math
+import numbers
 
 import jax
 import jax.numpy as jnp
@@ -34,14 +36,28 @@ def _check_tokens(name: str, tokens, vocab_size: int):
   return jnp.asarray(tokens, jnp.int32)
 
 
-def _check_sampling(temperature, top_k, rng, vocab_size: int) -> bool:
-  """Validate the sampling options; returns True for greedy decoding."""
-  if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or temperature < 0:
-    raise ValueError(f"temperature must be a number >= 0 (0 = greedy), got {temperature!r}")
+def check_sampling_options(*, max_new_tokens: int, temperature, top_k: int | None) -> float:
+  """Raise ValueError unless max_new_tokens > 0, temperature is a finite real number >= 0
+  (any real type: float, int, np.float32) and top_k is None or a positive int; returns
+  the temperature as a float. `generate` also checks top_k <= V and the max_len."""
+  check_positive("max_new_tokens", max_new_tokens)
+  if (
+    not isinstance(temperature, numbers.Real)
+    or isinstance(temperature, bool)
+    or not math.isfinite(temperature)
+    or temperature < 0
+  ):
+    raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature!r}")
   if top_k is not None:
     check_positive("top_k", top_k)
-    if top_k > vocab_size:
-      raise ValueError(f"top_k={top_k} must lie in [1, vocab_size={vocab_size}]")
+  return float(temperature)
+
+
+def _check_sampling(temperature, top_k, rng, vocab_size: int) -> bool:
+  """Validate the sampling options (max_new_tokens is checked before); True for greedy."""
+  temperature = check_sampling_options(max_new_tokens=1, temperature=temperature, top_k=top_k)
+  if top_k is not None and top_k > vocab_size:
+    raise ValueError(f"top_k={top_k} must lie in [1, vocab_size={vocab_size}]")
   greedy = temperature == 0
   if not greedy and rng is None:
     raise ValueError(f"temperature={temperature} samples, so rng (a jax.random key) is required")

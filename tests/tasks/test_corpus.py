@@ -4,7 +4,7 @@ import hashlib
 
 import pytest
 
-from tfmr_jax.tasks import load_text
+from tfmr_jax.tasks import CorpusError, load_text
 
 TEXT = "First Citizen:\nBefore we proceed any further, hear me speak.\n"
 SHA = hashlib.sha256(TEXT.encode()).hexdigest()
@@ -53,5 +53,5 @@ def test_a_download_with_the_wrong_hash_is_rejected_and_not_cached(tmp_path):
 
 
 def test_missing_corpus_without_url_names_the_path(tmp_path):
-  with pytest.raises(FileNotFoundError, match="corpus_path .*missing.txt' does not exist"):
+  with pytest.raises(CorpusError, match="corpus_path .*missing.txt' does not exist"):
     load_text(str(tmp_path / "missing.txt"))

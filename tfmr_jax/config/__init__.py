@@ -13,9 +13,11 @@ built or compiled. The model section's rules are `TransformerConfig`'s
   schema.py    the sections' fields and defaults
   model.py     the model section as a TransformerConfig
   validate.py  validate() and the rules between fields
+  recipe.py    load_recipe(): a recipe file's get_config(), or one clear RecipeError
 """
 
 from tfmr_jax.config.model import model_config
+from tfmr_jax.config.recipe import RecipeError, load_recipe
 from tfmr_jax.config.rules import ConfigError
 from tfmr_jax.config.schema import SECTION_FIELDS, SECTIONS, TASK_FIELDS, defaults
 from tfmr_jax.config.validate import check_devices, validate
@@ -25,8 +27,10 @@ __all__ = [
   "SECTION_FIELDS",
   "TASK_FIELDS",
   "ConfigError",
+  "RecipeError",
   "check_devices",
   "defaults",
+  "load_recipe",
   "model_config",
   "validate",
 ]

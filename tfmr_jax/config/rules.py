@@ -1,12 +1,14 @@
 """What one config field accepts, and the one error every broken rule raises.
 
-A `Rule` is a type (int, float, str, bool), optional None, choices, or bounds. `checked`
+A `Rule` is a type (int, float, str, bool), optional None, choices, or bounds; a
+float must also be finite (NaN and inf break every range). `checked`
 converts a value to the rule's type (an int widens to float) or raises `ConfigError`
 naming the field, the value and the rule, with "did you mean" for near misses.
 """
 
 import dataclasses
 import difflib
+import math
 
 
 class ConfigError(ValueError):
@@ -29,7 +31,7 @@ class Rule:
   def describe(self) -> str:
     if self.choices:
       return f"one of {', '.join(map(repr, self.choices))}" + (" or None" if self.optional else "")
-    kind = {int: "an int", float: "a number", str: "a string", bool: "a bool"}[self.type]
+    kind = {int: "an int", float: "a finite number", str: "a string", bool: "a bool"}[self.type]
     if self.type is int and self.low == 1 and self.high is None:
       kind = "a positive int"
     elif self.type is int and self.low == 0 and self.high is None:
@@ -88,6 +90,8 @@ def checked(path: str, value, rule: Rule):
   if rule.type is float and isinstance(value, int) and not isinstance(value, bool):
     value = float(value)
   if type(value) is not rule.type:
+    raise ConfigError(f"config.{path} = {value!r}: must be {rule.describe()}")
+  if rule.type is float and not math.isfinite(value):
     raise ConfigError(f"config.{path} = {value!r}: must be {rule.describe()}")
   if rule.choices and value not in rule.choices:
     what = rule.what or "value"

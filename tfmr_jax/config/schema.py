@@ -24,6 +24,7 @@ from tfmr_jax.config.rules import (
   suggest,
 )
 from tfmr_jax.tasks import FORMATS, TINY_SHAKESPEARE_SHA256, TINY_SHAKESPEARE_URL
+from tfmr_jax.tasks.addition import MAX_DIGITS as ADDITION_MAX_DIGITS
 
 MODEL_KIND_FOR_FORMAT = {"tagging": "encoder", "seq2seq": "encoder_decoder", "lm": "gpt"}
 # GPT follows GPT-2: pre-LN, learned positions, GELU. The other kinds choose.
@@ -43,7 +44,11 @@ TASK_FIELDS: dict[str, dict[str, tuple[Any, Rule]]] = {
   "reverse": _toy(num_symbols=10, length=16, test_size=10_000),
   "copy": _toy(num_symbols=10, length=10, test_size=1_000),
   "sort": _toy(num_symbols=3, length=6, test_size=200),
-  "addition": {"num_digits": (2, positive_int()), "test_size": (1_000, positive_int())},
+  "addition": {
+    # The sums are computed in int64 (tfmr_jax.tasks.addition): at most 18 digits.
+    "num_digits": (2, Rule(int, low=1, high=ADDITION_MAX_DIGITS, high_inclusive=True)),
+    "test_size": (1_000, positive_int()),
+  },
   "char_lm": {
     "corpus_path": ("../shared/data/tinyshakespeare.txt", Rule(str)),
     "corpus_url": (TINY_SHAKESPEARE_URL, Rule(str)),

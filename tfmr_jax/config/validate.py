@@ -5,6 +5,7 @@ field and every rule between fields, and returns the resolved config, or raises
 `ConfigError` naming the field, the value and the rule.
 """
 
+import jax
 import ml_collections
 
 from tfmr_jax.config.model import check_model
@@ -63,6 +64,7 @@ def _check_relations(c: dict) -> None:
           f"architecture, which has {field} = {value!r}"
         )
   check_model(model)
+  _check_cudnn(model, backend=jax.default_backend())
   if optim["schedule"] == "noam" and optim["warmup_steps"] == 0:
     raise ConfigError("config.optim.warmup_steps = 0: the 'noam' schedule needs warmup_steps >= 1")
   if optim["schedule"] == "warmup_cosine" and optim["warmup_steps"] >= train["num_steps"]:
@@ -86,6 +88,20 @@ def _check_relations(c: dict) -> None:
     raise ConfigError(
       f"config.task.corpus_sha256 = '': required with config.task.corpus_url = "
       f"{task['corpus_url']!r}, to check the download"
+    )
+
+
+def _check_cudnn(model: dict, *, backend: str) -> None:
+  """attention_implementation 'cudnn' needs a GPU and a head dim cuDNN takes; say so now,
+  not when the first step is traced."""
+  if model["attention_implementation"] != "cudnn":
+    return
+  H = model["d_model"] // model["num_heads"]
+  if backend != "gpu" or H % 8 or H > 128:
+    raise ConfigError(
+      f"config.model.attention_implementation = 'cudnn': cuDNN attention needs a GPU backend "
+      f"and a head dim d_model / num_heads that is a multiple of 8 and at most 128; got "
+      f"backend {backend!r}, head dim {H}; choose None, 'tiled', 'xla' or 'reference'"
     )
 
 

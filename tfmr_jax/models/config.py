@@ -12,6 +12,7 @@ architecture at any size) and `paper_base(...)`.
 """
 
 import dataclasses
+import math
 import numbers
 
 from tfmr_jax.nn.embeddings import POSITIONS
@@ -171,7 +172,8 @@ class TransformerConfig:
 
 
 def _is_number(value) -> bool:
-  return isinstance(value, numbers.Real) and not isinstance(value, bool)
+  """A finite real number (NaN and inf would pass no range check, silently)."""
+  return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _check_positive_int(name: str, value, *, optional: bool = False) -> None:

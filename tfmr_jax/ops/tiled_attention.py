@@ -54,8 +54,8 @@ def _tiled_core(plan, q_IZRH, k_JZCH, v_JZCH, scale, mask_bKGts, bias_bKGts):
 
 
 def _tiled_core_fwd(plan, q_IZRH, k_JZCH, v_JZCH, scale, mask_bKGts, bias_bKGts):
-  out_IZRH, lse_IZR = forward(plan, q_IZRH, k_JZCH, v_JZCH, scale, mask_bKGts, bias_bKGts)
-  res = (q_IZRH, k_JZCH, v_JZCH, scale, mask_bKGts, bias_bKGts, out_IZRH, lse_IZR)
+  out_IZRH, lse_I2ZR = forward(plan, q_IZRH, k_JZCH, v_JZCH, scale, mask_bKGts, bias_bKGts)
+  res = (q_IZRH, k_JZCH, v_JZCH, scale, mask_bKGts, bias_bKGts, out_IZRH, lse_I2ZR)
   return out_IZRH, res
 
 

@@ -15,6 +15,7 @@ from tfmr_jax.tasks.copy import Copy
 from tfmr_jax.tasks.corpus import (
   TINY_SHAKESPEARE_SHA256,
   TINY_SHAKESPEARE_URL,
+  CorpusError,
   load_text,
 )
 from tfmr_jax.tasks.heldout import HeldOut, max_test_size, sequence_hash_B
@@ -34,13 +35,14 @@ def make_task(name: str, **fields):
   if name not in TASKS:
     raise ValueError(f"unknown task {name!r}; choose from {', '.join(sorted(TASKS))}")
   if name == "char_lm":
+    path = fields.pop("corpus_path")
     text = load_text(
-      fields.pop("corpus_path"),
+      path,
       url=fields.pop("corpus_url"),
       sha256=fields.pop("corpus_sha256"),
       cache_dir=fields.pop("cache_dir"),
     )
-    return CharLM(text=text, **fields)
+    return CharLM(text=text, source=path, **fields)
   return TASKS[name](**fields)
 
 
@@ -52,6 +54,7 @@ __all__ = [
   "Addition",
   "CharLM",
   "Copy",
+  "CorpusError",
   "HeldOut",
   "Reverse",
   "Sort",

@@ -11,6 +11,10 @@ import numpy as np
 
 from tfmr_jax.tasks.sequence_task import SequenceTask
 
+# The sum is computed in int64: 10**(n - 1) place values and 10**n digit divisors must
+# fit, and 10**19 > 2**63 - 1. From n = 19 on every label would be wrong.
+MAX_DIGITS = 18
+
 
 class Addition(SequenceTask):
   """Sums of two `num_digits`-digit numbers (leading zeros allowed).
@@ -23,6 +27,10 @@ class Addition(SequenceTask):
   format = "lm"
 
   def __init__(self, *, num_digits: int, test_size: int):
+    if not 1 <= num_digits <= MAX_DIGITS:
+      raise ValueError(
+        f"num_digits must be in [1, {MAX_DIGITS}] (the sum is computed in int64), got {num_digits}"
+      )
     super().__init__(num_symbols=10, item_len=2 * num_digits, test_size=test_size)
     self.num_digits = n = num_digits
     self.vocab_size = 10

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from tfmr_jax.tasks.batching import padded_batches
+from tfmr_jax.tasks.corpus import CorpusError
 from tfmr_jax.tasks.heldout import step_rng
 
 
@@ -27,11 +28,14 @@ class CharLM:
   eval_split = "val"
   metric_names = ("loss", "perplexity", "token_accuracy")
 
-  def __init__(self, *, text: str, block_size: int, val_fraction: float):
+  def __init__(
+    self, *, text: str, block_size: int, val_fraction: float, source: str = "the corpus"
+  ):
+    """`source` names the text in errors (make_task passes corpus_path)."""
     if not 0.0 < val_fraction < 1.0:
       raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
     if not text:
-      raise ValueError("the corpus is empty")
+      raise CorpusError(f"corpus {source!r} is empty: a corpus needs some text")
     codes = np.frombuffer(text.encode("utf-32-le"), dtype="<u4")
     code_points, ids = np.unique(codes, return_inverse=True)
     ids = ids.astype(np.int32)
@@ -42,8 +46,9 @@ class CharLM:
     self.block_size = self.max_len = block_size
     for name, part in (("training", self.train_ids), ("held-out", self.val_ids)):
       if len(part) < block_size + 1:
-        raise ValueError(
-          f"the {name} text has {len(part)} characters, fewer than block_size + 1 = "
+        raise CorpusError(
+          f"corpus {source!r} is too short: its {name} text (val_fraction={val_fraction:g} of "
+          f"{len(ids)} characters) has {len(part)} characters, fewer than block_size + 1 = "
           f"{block_size + 1}"
         )
     self.vocab_size = len(self.chars)

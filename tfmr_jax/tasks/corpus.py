@@ -7,12 +7,17 @@
 A download is checked against `sha256` before it is stored; the cache file is
 written atomically (a temporary file renamed into place), so an interrupted
 download never leaves a truncated corpus behind.
+
+Every way a corpus can be unusable (missing with no URL, a failed download, a
+directory, an empty, binary or non-UTF-8 file, a checksum mismatch) raises one
+`CorpusError`, a ValueError naming the path (or URL) and the rule.
 """
 
 import hashlib
 import logging
 import os
 import tempfile
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 
@@ -23,6 +28,37 @@ TINY_SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca
 DEFAULT_CACHE_DIR = "~/.cache/tfmr_jax"
 
 _log = logging.getLogger(__name__)
+
+
+class CorpusError(ValueError):
+  """A corpus cannot be used; the message names its path or URL and the rule it broke."""
+
+
+def decode_text(data: bytes, *, source: str) -> str:
+  """`data` as text, or CorpusError: it must be non-empty UTF-8 with no NUL bytes."""
+  if not data:
+    raise CorpusError(f"corpus {source!r} is empty: a corpus needs some text")
+  nul = data.find(bytes(1))
+  if nul >= 0:
+    raise CorpusError(f"corpus {source!r} has a NUL byte at offset {nul}: a binary file, not text")
+  try:
+    text = data.decode("utf-8")
+  except UnicodeDecodeError as e:
+    raise CorpusError(
+      f"corpus {source!r} is not UTF-8 text: byte {data[e.start]:#04x} at offset {e.start}"
+    ) from None
+  return text
+
+
+def _read_file(path: str) -> str:
+  if os.path.isdir(path):
+    raise CorpusError(f"corpus_path {path!r} is a directory, not a text file")
+  try:
+    with open(path, "rb") as f:
+      data = f.read()
+  except OSError as e:
+    raise CorpusError(f"corpus_path {path!r} cannot be read: {e.strerror or e}") from None
+  return decode_text(data, source=path)
 
 
 def fetch_url(url: str) -> bytes:
@@ -53,27 +89,33 @@ def load_text(
     fetch: url -> bytes (tests pass a local stand-in).
   """
   if os.path.exists(path):
-    with open(path, encoding="utf-8") as f:
-      return f.read()
+    return _read_file(path)
   if not url:
-    raise FileNotFoundError(f"corpus_path {path!r} does not exist and no corpus_url is set")
+    raise CorpusError(f"corpus_path {path!r} does not exist and no corpus_url is set")
   if not sha256:
-    raise ValueError(f"corpus_url {url!r} needs corpus_sha256 to check the download")
+    raise CorpusError(f"corpus_url {url!r} needs corpus_sha256 to check the download")
   cache_dir = os.path.expanduser(cache_dir)
   cached = os.path.join(cache_dir, f"{sha256[:16]}-{os.path.basename(url) or 'corpus.txt'}")
   if os.path.exists(cached):
     with open(cached, "rb") as f:
       data = f.read()
     if sha256_hex(data) == sha256:
-      return data.decode("utf-8")
+      return decode_text(data, source=cached)
   _log.warning("corpus_path %r not found: downloading %s into %s", path, url, cached)
-  data = fetch(url)
+  try:
+    data = fetch(url)
+  except (OSError, urllib.error.URLError) as e:  # URLError, HTTPError, timeouts
+    reason = getattr(e, "reason", None) or e
+    raise CorpusError(
+      f"corpus_path {path!r} does not exist and downloading corpus_url {url!r} failed: "
+      f"{' '.join(str(reason).split())}"
+    ) from None
   got = sha256_hex(data)
   if got != sha256:
-    raise ValueError(f"corpus_url {url!r}: SHA-256 {got} does not match corpus_sha256 {sha256}")
+    raise CorpusError(f"corpus_url {url!r}: SHA-256 {got} does not match corpus_sha256 {sha256}")
   os.makedirs(cache_dir, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".part")
   with os.fdopen(fd, "wb") as f:
     f.write(data)
   os.replace(tmp, cached)
-  return data.decode("utf-8")
+  return decode_text(data, source=url)

@@ -98,9 +98,17 @@ def sample(
   at `temperature` (0 = greedy) with the KV cache; past the model's context it
   slides on, keeping the last half of the window. Toy tasks: the greedy answer for
   the input `text` (e.g. "3 1 4 1 5" for reverse, copy and sort, "47+85" for addition).
+  The options are checked first, whatever the task: ValueError unless max_new_tokens
+  > 0, temperature is a finite number >= 0, and top_k is None or in [1, V].
   """
+  temperature = decode.check_sampling_options(
+    max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k
+  )
   run = load_run(workdir)
   task, model = run.task, run.model
+  V = run.model.config.tgt_vocab_size  # the output vocabulary (vocab_size but seq2seq)
+  if top_k is not None and top_k > V:
+    raise ValueError(f"top_k={top_k} must lie in [1, vocab_size={V}]")
   tokens_T = task.encode_input(text)
   if task.format == "tagging":
     logits_BTV = model(tokens_T[None])

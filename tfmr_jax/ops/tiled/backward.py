@@ -3,7 +3,9 @@
 Dimension key: I query blocks, J key blocks, Z = B * K problems, R = G * Q query rows
 of a block, C key-block length, H head dim; b, t, s axes that may be 1.
 
-It recomputes each block's probabilities from the saved lse, p = exp(s - lse), and
+It recomputes each block's probabilities from the saved row max m and log l (the lse
+in two parts), p = exp((s - m) - log l), with the forward's own matmul for s, so that
+huge logits (q, k scaled by 1e5) give the reference's gradients, not inf or NaN; and
 forms dV += p^T dO, dP = dO V^T, dS = p (dP - rowsum(dO * O)), dQ += dS K,
 dK += dS^T Q with matmuls, so training memory is O(T) too. Accumulation is float32
 whatever the inputs.
@@ -23,7 +25,7 @@ def backward(plan: Plan, res, dout_IZRH):
   Blocks are laid out transposed, [Z, C, R], so that every matmul reads its
   [C, R]-sized operand in place: dV = p^T dO, dK = dS^T Q and dQ^T = K^T dS^T.
   """
-  q_IZRH, k_JZCH, v_JZCH, scale, mask_bKGts, bias_bKGts, out_IZRH, lse_IZR = res
+  q_IZRH, k_JZCH, v_JZCH, scale, mask_bKGts, bias_bKGts, out_IZRH, lse_I2ZR = res
   _, Z, R, H = q_IZRH.shape
   # A constant cotangent (the gradient of sum(out)) reaches us as a broadcast; XLA's CPU
   # backend (jax 0.10.2) then computed dQ and dK from uninitialised memory for a single
@@ -40,10 +42,15 @@ def backward(plan: Plan, res, dout_IZRH):
   delta_IZR = jnp.sum(dout_IZRH.astype(jnp.float32) * out_IZRH, axis=-1)
 
   def visit(i, j, row, carry, *, masked):
-    qs_ZRH, qsT_ZHR, dout_ZRH, doutT_ZHR, lse_ZR, delta_ZR = row
+    qs_ZRH, qsT_ZHR, dout_ZRH, doutT_ZHR, lse_2ZR, delta_ZR = row
     dqT_ZHR, dk_JZCH, dv_JZCH, dbias_bKsGt = carry
     k_ZCH, v_ZCH = k_JZCH[j], v_JZCH[j]
-    sT_ZCR = bmm(k_ZCH, qsT_ZHR)
+    if plan.prescaled:  # float32: the forward's very matmul, so that s - m is exactly 0
+      # at a row's max; with huge logits (|s| ~ 1e10, an ulp ~ 1e3) a differently
+      # ordered sum is off by thousands. (XLA's CPU dot lacks this layout in bf16 x bf16.)
+      sT_ZCR = jnp.swapaxes(bmm(qs_ZRH, kT_JZHC[j]), -1, -2)
+    else:
+      sT_ZCR = bmm(k_ZCH, qsT_ZHR)
     if not plan.prescaled:
       sT_ZCR = sT_ZCR * scale
     if bias_bKsGt is not None:
@@ -51,7 +58,8 @@ def backward(plan: Plan, res, dout_IZRH):
     if masked:
       open_ZCR = open_block(i, j, plan, mask_bKsGt, transposed=True)
       sT_ZCR = jnp.where(open_ZCR, sT_ZCR, MASKED_LOGIT)
-    pT_ZCR = jnp.exp(sT_ZCR - lse_ZR[:, None, :])  # closed entries underflow to 0
+    # p = exp((s - m) - log l): s - m first, exact near the max whatever the logits' size.
+    pT_ZCR = jnp.exp((sT_ZCR - lse_2ZR[0][:, None, :]) - lse_2ZR[1][:, None, :])  # closed: 0
     dv_ZCH = bmm(pT_ZCR.astype(dout_ZRH.dtype), dout_ZRH)
     dpT_ZCR = bmm(v_ZCH, doutT_ZHR)
     dsT_ZCR = pT_ZCR * (dpT_ZCR - delta_ZR[:, None, :])
@@ -80,7 +88,7 @@ def backward(plan: Plan, res, dout_IZRH):
 
   zeros_JZCH = jnp.zeros(k_JZCH.shape, jnp.float32)
   dbias0 = None if bias_bKsGt is None else jnp.zeros(bias_bKsGt.shape, jnp.float32)
-  xs = (jnp.arange(plan.I), qs_IZRH, qsT_IZHR, dout_IZRH, doutT_IZHR, lse_IZR, delta_IZR)
+  xs = (jnp.arange(plan.I), qs_IZRH, qsT_IZHR, dout_IZRH, doutT_IZHR, lse_I2ZR, delta_IZR)
   if plan.I == 1:  # one query block: no loop
     carry, dqT_ZHR = query_block(
       (zeros_JZCH, zeros_JZCH, dbias0), (0,) + tuple(x[0] for x in xs[1:])

@@ -25,7 +25,11 @@ EMPTY_ROW_LSE = -MASKED_LOGIT
 
 
 def forward(plan: Plan, q_IZRH, k_JZCH, v_JZCH, scale, mask_bKGts, bias_bKGts):
-  """Online-softmax forward. Returns (out_IZRH float32, lse_IZR float32)."""
+  """Online-softmax forward. Returns (out_IZRH float32, lse_I2ZR float32).
+
+  lse_I2ZR[:, 0] is each row's max logit m (EMPTY_ROW_LSE for a row with no open key),
+  lse_I2ZR[:, 1] is log l, l = sum(exp(s - m)): the log-sum-exp is their sum.
+  """
   _, Z, R, H = q_IZRH.shape
   kinds_IJ, start_I, stop_I = block_kinds_IJ(plan, mask_bKGts)
   kT_JZHC = jnp.swapaxes(k_JZCH, -1, -2)
@@ -72,8 +76,10 @@ def forward(plan: Plan, q_IZRH, k_JZCH, v_JZCH, scale, mask_bKGts, bias_bKGts):
     seen_ZR = l_ZR > 0.0
     l_ZR = jnp.where(seen_ZR, l_ZR, 1.0)
     out_ZRH = acc_ZRH / l_ZR[..., None]
-    lse_ZR = jnp.where(seen_ZR, m_ZR + jnp.log(l_ZR), EMPTY_ROW_LSE)
-    return out_ZRH, lse_ZR
+    # lse as two numbers, m and log l: with huge logits (|m| ~ 1e10, an ulp ~ 1e3) m +
+    # log l rounds back to m, and the backward's exp(s - lse) would lose l (ties).
+    m_ZR = jnp.where(seen_ZR, m_ZR, EMPTY_ROW_LSE)
+    return out_ZRH, jnp.stack([m_ZR, jnp.log(l_ZR)])
 
   if plan.I == 1:  # one query block: no loop, so short sequences pay no loop overhead
     return jax.tree.map(lambda x: x[None], query_block(0, qs_IZRH[0]))

@@ -1,0 +1,341 @@
+"""Bad command lines, configs, work directories and corpora: one line, exit 2, nothing touched.
+
+Each row of a table is one bad input: the command line (`{workdir}`, `{tmp}` and
+`{configs}` filled in), the exit code, and a fragment of the error that names the
+field or file, the value and the rule. Every CLI row also checks that stderr is one
+line `tfmr-jax <command>: error: ...` without a traceback, and that the work directory
+is left as it was (absent stays absent).
+"""
+
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from tfmr_jax import cli
+from tfmr_jax import config as config_lib
+from tfmr_jax.tasks import Addition, CorpusError, make_task
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = os.path.join(REPO, "configs")
+REVERSE = ["train", "--config={configs}/reverse.py", "--workdir={workdir}"]
+ADDITION = ["train", "--config={configs}/addition.py", "--workdir={workdir}"]
+
+
+def _snapshot(path: str):
+  """What is at `path`: None, or every file and folder under it with its size and mtime."""
+  if not os.path.exists(path):
+    return None
+  if not os.path.isdir(path):
+    return os.stat(path).st_mtime_ns
+  entries = {}
+  for root, dirs, files in os.walk(path):
+    for name in dirs + files:
+      full = os.path.join(root, name)
+      stat = os.stat(full)
+      entries[os.path.relpath(full, path)] = (stat.st_size, stat.st_mtime_ns)
+  return entries
+
+
+def run_cli(argv, *, workdir: str, tmp: str, capsys):
+  """cli.main(argv) with the placeholders filled in: (exit code, stderr)."""
+  filled = [a.format(workdir=workdir, tmp=tmp, configs=CONFIGS) for a in argv]
+  rc = cli.main(filled)
+  _, err = capsys.readouterr()
+  return rc, err
+
+
+def assert_clean_error(rc, err, *, command: str, fragment: str) -> None:
+  assert rc == 2, err
+  assert "Traceback" not in err, err
+  lines = err.strip().splitlines()
+  assert len(lines) == 1, err
+  assert lines[0].startswith(f"tfmr-jax {command}: error: "), err
+  assert fragment in lines[0], err
+
+
+# Floor A: config values, validated before anything is built or compiled.
+CONFIG_CASES = [
+  (REVERSE + ["--config.optim.eps=inf"], "config.optim.eps = inf: must be a finite number > 0"),
+  (
+    REVERSE + ["--config.optim.grad_clip_norm=nan"],
+    "config.optim.grad_clip_norm = nan: must be a finite number >= 0",
+  ),
+  (
+    REVERSE + ["--config.optim.learning_rate=nan"],
+    "config.optim.learning_rate = nan: must be a finite number > 0",
+  ),
+  (
+    REVERSE + ["--config.optim.learning_rate=inf"],
+    "config.optim.learning_rate = inf: must be a finite number > 0",
+  ),
+  (
+    REVERSE + ["--config.optim.weight_decay=inf"],
+    "config.optim.weight_decay = inf: must be a finite number >= 0",
+  ),
+  (REVERSE + ["--config.model.dropout=nan"], "config.model.dropout = nan: must be a finite number"),
+  (
+    ADDITION + ["--config.task.num_digits=19"],
+    "config.task.num_digits = 19: must be an int in [1, 18]",
+  ),
+  (REVERSE + ["--stop-at-step=0"], "flag --stop_at_step=0: 0 is not a positive integer"),
+  (REVERSE + ["--stop-at-step=-1"], "flag --stop_at_step=-1: -1 is not a positive integer"),
+]
+
+
+@pytest.mark.parametrize("argv,fragment", CONFIG_CASES)
+def test_bad_config_exits_2_naming_field_value_and_rule(argv, fragment, tmp_path, capsys):
+  workdir = str(tmp_path / "run")
+  rc, err = run_cli(argv, workdir=workdir, tmp=str(tmp_path), capsys=capsys)
+  assert_clean_error(rc, err, command="train", fragment=fragment)
+  assert not os.path.exists(workdir)
+
+
+@pytest.mark.skipif(jax.default_backend() == "gpu", reason="cuDNN is there on a GPU")
+def test_cudnn_off_gpu_is_refused_at_validation(tmp_path, capsys):
+  workdir = str(tmp_path / "run")
+  argv = REVERSE + ["--config.model.attention_implementation=cudnn"]
+  rc, err = run_cli(argv, workdir=workdir, tmp=str(tmp_path), capsys=capsys)
+  fragment = (
+    f"config.model.attention_implementation = 'cudnn': cuDNN attention needs a GPU backend "
+    f"and a head dim d_model / num_heads that is a multiple of 8 and at most 128; got "
+    f"backend {jax.default_backend()!r}"
+  )
+  assert_clean_error(rc, err, command="train", fragment=fragment)
+  assert not os.path.exists(workdir)
+
+
+def test_addition_digits_at_the_int64_limit_are_right_and_one_past_is_refused():
+  """18 digits: every label is the true sum; 19 would overflow int64 (all labels wrong)."""
+  config = config_lib.validate({"task": {"name": "addition", "num_digits": 18}})
+  assert config.task.num_digits == 18
+  n = 18
+  batch = Addition(num_digits=n, test_size=100).train_batch(seed=0, step=0, batch_size=100)
+  sequence_BT = np.concatenate([batch["inputs"], batch["targets"][:, -1:]], axis=1)
+  for row in sequence_BT:
+    a, b = (int("".join(map(str, row[i * n : (i + 1) * n]))) for i in (0, 1))
+    assert int("".join(map(str, row[2 * n :][::-1]))) == a + b
+  with pytest.raises(config_lib.ConfigError, match=r"num_digits = 19: must be an int in \[1, 18\]"):
+    config_lib.validate({"task": {"name": "addition", "num_digits": 19}})
+  with pytest.raises(ValueError, match=r"num_digits must be in \[1, 18\]"):
+    Addition(num_digits=19, test_size=100)
+
+
+# Floor B: the files the CLI reads and the work directory it writes.
+SMALL_REVERSE = [
+  "--config.task.num_symbols=4",
+  "--config.task.length=4",
+  "--config.task.test_size=10",
+  "--config.optim.warmup_steps=1",
+  "--config.train.num_steps=4",
+  "--config.train.checkpoint_every=2",
+  "--config.train.batch_size=8",
+  "--config.train.eval_batch_size=10",
+  "--config.train.eval_every=10000",
+  "--config.train.progress_bar=false",
+  "--config.train.tensorboard=false",
+]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+  """A 4-step reverse run with checkpoints at steps 2 and 4 (about 5 s)."""
+  workdir = str(tmp_path_factory.mktemp("trained") / "run")
+  argv = ["train", f"--config={CONFIGS}/reverse.py", f"--workdir={workdir}", *SMALL_REVERSE]
+  assert cli.main(argv) == 0
+  return workdir
+
+
+def _write(path, content) -> None:
+  mode = "wb" if isinstance(content, bytes) else "w"
+  with open(path, mode) as f:
+    f.write(content)
+
+
+def _setup_files(tmp: str) -> None:
+  """The bad files the rows below name: recipes, a file as workdir, a corrupt run."""
+  _write(os.path.join(tmp, "syntax.py"), "def get_config(:\n  pass\n")
+  _write(os.path.join(tmp, "raises.py"), "def get_config():\n  raise RuntimeError('no GPU')\n")
+  _write(os.path.join(tmp, "no_get_config.py"), "x = 1\n")
+  _write(os.path.join(tmp, "a_file"), "not a directory\n")
+  os.makedirs(os.path.join(tmp, "corrupt"))
+  _write(os.path.join(tmp, "corrupt", "config.json"), '{"task": {"name": ')
+
+
+FILE_CASES = [
+  (
+    ["train", "--config={tmp}/missing.py", "--workdir={workdir}"],
+    "config file '{tmp}/missing.py' does not exist",
+  ),
+  (
+    ["train", "--config={tmp}/syntax.py", "--workdir={workdir}"],
+    "config file '{tmp}/syntax.py' line 1: syntax error: invalid syntax",
+  ),
+  (
+    ["train", "--config={tmp}/raises.py", "--workdir={workdir}"],
+    "config file '{tmp}/raises.py': get_config() raised RuntimeError: no GPU",
+  ),
+  (
+    ["train", "--config={tmp}/no_get_config.py", "--workdir={workdir}"],
+    "config file '{tmp}/no_get_config.py' defines no get_config()",
+  ),
+  (
+    ["train", "--config={configs}/char_lm.py:nosuch", "--workdir={workdir}"],
+    "config file '{configs}/char_lm.py': get_config('nosuch') raised ValueError: unknown preset "
+    "'nosuch' for configs/char_lm.py; choose from ('cpu', 'nanogpt_cpu', 'baby')",
+  ),
+  (["train", "--config={tmp}", "--workdir={workdir}"], "config file '{tmp}' is not a regular file"),
+  (["train", "--config"], "--config needs a value: FILE[:ARG]"),
+  (REVERSE[:2] + ["--workdir={tmp}/a_file"], "--workdir '{tmp}/a_file' is a file, not a directory"),
+  (
+    REVERSE[:2] + ["--workdir={tmp}/a_file/run"],
+    "--workdir '{tmp}/a_file/run' cannot be created: '{tmp}/a_file' is a file",
+  ),
+  (
+    ["evaluate", "--workdir={tmp}/corrupt"],
+    "'{tmp}/corrupt/config.json' is not a valid config.json: Expecting value: line 1 column 19",
+  ),
+  (
+    ["train", "--workdir={tmp}/corrupt"],
+    "'{tmp}/corrupt/config.json' is not a valid config.json: Expecting value",
+  ),
+  (["evaluate", "--workdir={tmp}/a_file"], "--workdir '{tmp}/a_file' is a file, not a directory"),
+]
+
+
+@pytest.mark.parametrize("argv,fragment", FILE_CASES)
+def test_bad_file_exits_2_naming_the_file_and_the_cause(argv, fragment, tmp_path, capsys):
+  tmp = str(tmp_path)
+  _setup_files(tmp)
+  workdir = os.path.join(tmp, "run")
+  before = {name: _snapshot(os.path.join(tmp, name)) for name in os.listdir(tmp)}
+  rc, err = run_cli(argv, workdir=workdir, tmp=tmp, capsys=capsys)
+  fragment = fragment.format(tmp=tmp, configs=CONFIGS)
+  assert_clean_error(rc, err, command=argv[0], fragment=fragment)
+  assert {name: _snapshot(os.path.join(tmp, name)) for name in os.listdir(tmp)} == before
+
+
+def test_read_only_workdir_is_refused_before_training(tmp_path, capsys, monkeypatch):
+  """Root may write anywhere, so the read-only answer of os.access is simulated."""
+  workdir = str(tmp_path / "readonly")
+  os.makedirs(workdir)
+  real_access = os.access
+  monkeypatch.setattr(
+    cli.os, "access", lambda p, mode: False if p == workdir else real_access(p, mode)
+  )
+  rc, err = run_cli(REVERSE, workdir=workdir, tmp=str(tmp_path), capsys=capsys)
+  fragment = f"--workdir {workdir!r}: {workdir!r} is not writable"
+  assert_clean_error(rc, err, command="train", fragment=fragment)
+  assert os.listdir(workdir) == []
+
+
+def test_evaluate_a_step_never_saved_names_the_saved_ones(trained_run, capsys):
+  before = _snapshot(trained_run)
+  rc, err = run_cli(
+    ["evaluate", "--workdir={workdir}", "--step=3"], workdir=trained_run, tmp="", capsys=capsys
+  )
+  fragment = f"--step 3: no checkpoint of that step in '{trained_run}/checkpoints'; saved: 2, 4"
+  assert_clean_error(rc, err, command="evaluate", fragment=fragment)
+  assert _snapshot(trained_run) == before
+
+
+# Floor C: the char_lm corpus. Each is one CorpusError (a ValueError) naming the path.
+CORPUS_FILES = {
+  "empty.txt": b"",
+  "binary.bin": bytes(range(256)),
+  "latin1.txt": "caf\xe9 au lait\n".encode("latin-1"),
+  "nul.txt": b"text\x00more text",
+  "short.txt": b"x" * 50,
+  "short_val.txt": b"y" * 100,
+}
+CHAR_LM = [
+  "train",
+  "--config={configs}/char_lm.py",
+  "--workdir={workdir}",
+  "--config.task.cache_dir={tmp}/cache",
+]
+CORPUS_CASES = [  # (corpus_path, corpus_url or None for the recipe's, message fragment)
+  ("{tmp}/empty.txt", None, "corpus '{tmp}/empty.txt' is empty"),
+  ("{tmp}/binary.bin", None, "corpus '{tmp}/binary.bin' has a NUL byte at offset 0"),
+  ("{tmp}/latin1.txt", None, "corpus '{tmp}/latin1.txt' is not UTF-8 text: byte 0xe9 at offset 3"),
+  ("{tmp}/nul.txt", None, "corpus '{tmp}/nul.txt' has a NUL byte at offset 4: a binary file"),
+  ("{tmp}", None, "corpus_path '{tmp}' is a directory, not a text file"),
+  (
+    "{tmp}/short.txt",
+    None,
+    "corpus '{tmp}/short.txt' is too short: its training text (val_fraction=0.1 of 50 "
+    "characters) has 45 characters, fewer than block_size + 1 = 65",
+  ),
+  (
+    "{tmp}/short_val.txt",
+    None,
+    "corpus '{tmp}/short_val.txt' is too short: its held-out text (val_fraction=0.1 of 100 "
+    "characters) has 10 characters, fewer than block_size + 1 = 65",
+  ),
+  (
+    "{tmp}/missing.txt",
+    "",
+    "corpus_path '{tmp}/missing.txt' does not exist and no corpus_url is set",
+  ),
+  (
+    "{tmp}/missing.txt",
+    "file://{tmp}/offline/input.txt",
+    "corpus_path '{tmp}/missing.txt' does not exist and downloading corpus_url "
+    "'file://{tmp}/offline/input.txt' failed: [Errno 2] No such file or directory",
+  ),
+]
+
+
+@pytest.mark.parametrize("path,url,fragment", CORPUS_CASES)
+def test_bad_corpus_is_one_corpus_error_and_exit_2(path, url, fragment, tmp_path, capsys):
+  tmp = str(tmp_path)
+  for name, data in CORPUS_FILES.items():
+    _write(os.path.join(tmp, name), data)
+  path, fragment = path.format(tmp=tmp), fragment.format(tmp=tmp)
+  fields = dict(config_lib.defaults("char_lm").task)
+  fields.update(corpus_path=path, cache_dir=os.path.join(tmp, "cache"))
+  if url is not None:
+    fields["corpus_url"] = url.format(tmp=tmp)
+  with pytest.raises(CorpusError) as raised:
+    make_task(**fields)
+  assert isinstance(raised.value, ValueError) and fragment in str(raised.value)
+
+  workdir = os.path.join(tmp, "run")
+  argv = CHAR_LM + [f"--config.task.corpus_path={path}"]
+  if url is not None:
+    argv.append(f"--config.task.corpus_url={url.format(tmp=tmp)}")
+  before = {name: _snapshot(os.path.join(tmp, name)) for name in os.listdir(tmp)}
+  rc, err = run_cli(argv, workdir=workdir, tmp=tmp, capsys=capsys)
+  assert_clean_error(rc, err, command="train", fragment=fragment)
+  assert {name: _snapshot(os.path.join(tmp, name)) for name in os.listdir(tmp)} == before
+
+
+# Floor D: sample's options, checked before the run is loaded (any task).
+SAMPLE = ["sample", "--workdir={workdir}", "--prompt=1 2 3 0"]
+SAMPLE_CASES = [
+  (SAMPLE + ["--max-new-tokens=0"], "max_new_tokens must be a positive int, got 0"),
+  (SAMPLE + ["--max-new-tokens=-5"], "max_new_tokens must be a positive int, got -5"),
+  (
+    SAMPLE + ["--temperature=nan"],
+    "temperature must be a finite number >= 0 (0 = greedy), got nan",
+  ),
+  (
+    SAMPLE + ["--temperature=inf"],
+    "temperature must be a finite number >= 0 (0 = greedy), got inf",
+  ),
+  (
+    SAMPLE + ["--temperature=-0.5"],
+    "temperature must be a finite number >= 0 (0 = greedy), got -0.5",
+  ),
+  (SAMPLE + ["--top-k=0"], "top_k must be a positive int, got 0"),
+  (SAMPLE + ["--top-k=99"], "top_k=99 must lie in [1, vocab_size=4]"),
+]
+
+
+@pytest.mark.parametrize("argv,fragment", SAMPLE_CASES)
+def test_bad_sampling_option_exits_2(argv, fragment, trained_run, capsys):
+  before = _snapshot(trained_run)
+  rc, err = run_cli(argv, workdir=trained_run, tmp="", capsys=capsys)
+  assert_clean_error(rc, err, command="sample", fragment=fragment)
+  assert _snapshot(trained_run) == before
