@@ -162,7 +162,9 @@ def test_generate_seq2seq_bad_arguments(s2s):
   src = jnp.zeros((1, 4), jnp.int32)
   with pytest.raises(ValueError, match=r"bos_id must be an int in \[0, tgt_vocab_size=23\)"):
     decode.generate_seq2seq(s2s, src, max_new_tokens=2, bos_id=23)
-  with pytest.raises(ValueError, match=r"src_BS ids must lie in \[0, 11\), got min 0, max 11"):
+  with pytest.raises(
+    ValueError, match=r"src_BS ids must lie in \[0, vocab_size=11\), got min 0, max 11"
+  ):
     decode.generate_seq2seq(s2s, src.at[0, 1].set(11), max_new_tokens=2, bos_id=0)
   with pytest.raises(ValueError, match="max_new_tokens=17 exceeds the model's max_len=16"):
     decode.generate_seq2seq(s2s, src, max_new_tokens=17, bos_id=0)

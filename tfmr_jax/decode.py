@@ -18,8 +18,8 @@ import numbers
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
+from tfmr_jax.models.parts import check_token_range
 from tfmr_jax.nn import state as model_state
 from tfmr_jax.ops.guards import check_positive, check_rank
 
@@ -29,10 +29,7 @@ def _check_tokens(name: str, tokens, vocab_size: int):
   check_rank(name, tokens, 2, "[B, T]")
   if not jnp.issubdtype(jnp.result_type(tokens), jnp.integer):
     raise TypeError(f"{name} must be integer token ids, got dtype {jnp.result_type(tokens)}")
-  if not isinstance(tokens, jax.core.Tracer) and np.size(tokens):
-    low, high = int(np.min(tokens)), int(np.max(tokens))
-    if low < 0 or high >= vocab_size:
-      raise ValueError(f"{name} ids must lie in [0, {vocab_size}), got min {low}, max {high}")
+  check_token_range(name, tokens, vocab_size)
   return jnp.asarray(tokens, jnp.int32)
 
 

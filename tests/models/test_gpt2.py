@@ -1,11 +1,13 @@
 """GPT2: parameter count, causality, KV-cache decoding, from_hf errors."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
+import tfmr_jax as tj
 from tfmr_jax.models import GPT2, TransformerConfig, count_params, from_hf
 from tfmr_jax.models.hf import _hf_shapes
 
@@ -159,6 +161,15 @@ def test_from_hf_wrong_shape():
     from_hf(sd, HF_CONFIG)
 
 
+@pytest.mark.parametrize("dtype", [np.int32, np.int64, np.bool_])
+def test_from_hf_refuses_weights_that_are_not_floating_point(dtype):
+  sd = hf_state_dict()
+  key = "transformer.h.1.mlp.c_proj.weight"
+  sd[key] = (sd[key] * 1000).astype(dtype)  # a cast would load these silently
+  with pytest.raises(ValueError, match=rf"'h.1.mlp.c_proj.weight'\] has dtype {np.dtype(dtype)}"):
+    from_hf(sd, HF_CONFIG)
+
+
 def test_from_hf_unexpected_key_untied_head_and_config():
   sd = hf_state_dict()
   with pytest.raises(ValueError, match=r"unexpected key\(s\) \['h.0.attn.rotary'\]"):
@@ -170,3 +181,31 @@ def test_from_hf_unexpected_key_untied_head_and_config():
     from_hf(sd, {**HF_CONFIG, "activation_function": "gelu"})
   with pytest.raises(ValueError, match="lacks 'n_head'"):
     from_hf(sd, {k: v for k, v in HF_CONFIG.items() if k != "n_head"})
+
+
+@pytest.mark.parametrize("bad_id", [23, -1])  # V = 23
+def test_token_ids_out_of_range_are_refused(gpt, bad_id):
+  tokens = jnp.asarray([[3, bad_id, 4]])
+  with pytest.raises(ValueError, match=r"tokens_BT ids must lie in \[0, vocab_size=23\)"):
+    gpt(tokens)
+  with pytest.raises(ValueError, match=r"tokens_BT ids must lie in \[0, vocab_size=23\)"):
+    gpt.extend(tokens, gpt.init_cache(1, 8))
+  # Under jit the values are unknown while tracing: tj.debug_checks adds the check.
+  with tj.debug_checks():
+    checked = chex.chexify(jax.jit(lambda t: gpt(t)), async_check=False)
+    checked(jnp.asarray([[3, 1, 4]]))  # in range: fine
+    with pytest.raises(AssertionError, match=r"tokens_BT ids must lie in \[0, vocab_size=23\)"):
+      checked(tokens)
+
+
+def test_extending_past_the_end_of_the_cache_is_refused(gpt):
+  cache = gpt.init_cache(1, 8)
+  _, cache = gpt.extend(jnp.zeros((1, 6), jnp.int32), cache)
+  _, cache = gpt.extend(jnp.zeros((1, 2), jnp.int32), cache)  # exactly full: fine
+  with pytest.raises(ValueError, match="length S=8 holding 8: it would run past its end"):
+    gpt.extend(jnp.zeros((1, 1), jnp.int32), cache)
+  # Under jit: only inside tj.debug_checks.
+  with tj.debug_checks():
+    checked = chex.chexify(jax.jit(lambda t, c: gpt.extend(t, c)), async_check=False)
+    with pytest.raises(AssertionError, match="to a cache of length S=8 holding too many"):
+      checked(jnp.zeros((1, 1), jnp.int32), cache)

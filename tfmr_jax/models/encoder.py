@@ -38,7 +38,9 @@ class TransformerEncoder(EmbeddedStack):
 
     Returns logits_BTO, or the final hidden states [B, T, D] without a head.
     """
-    check_tokens("tokens_BT", tokens_BT, self.config.max_len)
+    check_tokens(
+      "tokens_BT", tokens_BT, max_len=self.config.max_len, vocab_size=self.config.vocab_size
+    )
     mask = key_padding_mask("valid_BT", valid_BT, tokens_BT)
     x_BTD = self.normed(run_layers(self.layers, self.embed(tokens_BT), mask=mask))
     return x_BTD if self.head is None else self.head(x_BTD)

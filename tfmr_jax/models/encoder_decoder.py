@@ -108,7 +108,9 @@ class EncoderDecoderTransformer(nnx.Module):
 
   def encode(self, src_BS, src_valid_BS=None):
     """memory_BSD: the encoder's final hidden states; src_valid_BS bool, True = real token."""
-    check_tokens("src_BS", src_BS, self.config.max_len)  # errors in this method's names
+    check_tokens(
+      "src_BS", src_BS, max_len=self.config.max_len, vocab_size=self.config.vocab_size
+    )  # errors in this method's names
     key_padding_mask("src_valid_BS", src_valid_BS, src_BS)
     return self.encoder(src_BS, src_valid_BS)
 
@@ -124,7 +126,9 @@ class EncoderDecoderTransformer(nnx.Module):
 
   def decode(self, tgt_BT, memory_BSD, *, src_valid_BS=None, tgt_valid_BT=None):
     """Teacher-forced decoder: logits_BTV, position t seeing tgt[:t+1] and the whole memory."""
-    check_tokens("tgt_BT", tgt_BT, self.config.max_len)
+    check_tokens(
+      "tgt_BT", tgt_BT, max_len=self.config.max_len, vocab_size=self.config.tgt_vocab_size
+    )
     check_rank("memory_BSD", memory_BSD, 3, "[B, S, D]")
     # Target padding only: the causal rule comes from is_causal=True, without a [T, T] mask.
     self_mask = key_padding_mask("tgt_valid_BT", tgt_valid_BT, tgt_BT)
@@ -169,7 +173,9 @@ class EncoderDecoderTransformer(nnx.Module):
 
   def extend(self, tgt_BT, cache: Seq2SeqCache):
     """Decode T new target tokens after the cached ones. Returns (logits_BTV, new cache)."""
-    check_tokens("tgt_BT", tgt_BT, self.config.max_len)
+    check_tokens(
+      "tgt_BT", tgt_BT, max_len=self.config.max_len, vocab_size=self.config.tgt_vocab_size
+    )
     if tgt_BT.shape[1] > cache.self_kv[0].max_len:
       raise ValueError(
         f"cannot extend by T={tgt_BT.shape[1]} tokens: the cache holds {cache.self_kv[0].max_len}"

@@ -49,7 +49,9 @@ class GPT2(EmbeddedStack):
 
   def __call__(self, tokens_BT):
     """Causal LM logits [B, T, V] (float32): position t sees tokens[:t+1]."""
-    check_tokens("tokens_BT", tokens_BT, self.config.max_len)
+    check_tokens(
+      "tokens_BT", tokens_BT, max_len=self.config.max_len, vocab_size=self.config.vocab_size
+    )
     return self._logits(run_layers(self.layers, self.embed(tokens_BT), is_causal=True))
 
   def init_cache(
@@ -70,7 +72,9 @@ class GPT2(EmbeddedStack):
     Returns (logits_BTV, new cache); the same logits as the full forward pass
     over the whole sequence would give at these positions.
     """
-    check_tokens("tokens_BT", tokens_BT, self.config.max_len)
+    check_tokens(
+      "tokens_BT", tokens_BT, max_len=self.config.max_len, vocab_size=self.config.vocab_size
+    )
     if len(cache) != len(self.layers):
       raise ValueError(f"cache has {len(cache)} layers, the model {len(self.layers)}")
     if tokens_BT.shape[1] > cache[0].max_len:

@@ -97,8 +97,9 @@ def from_hf(
       present, must equal `wte.weight` (GPT-2's head is tied).
     config: the HF `config.json` as a dict.
 
-  Raises ValueError naming the key on a missing or unexpected key, and naming the
-  key and both shapes on a wrong shape.
+  Raises ValueError naming the key on a missing or unexpected key, naming the
+  key and both shapes on a wrong shape, and naming the key and dtype on a weight
+  that is not floating point.
   """
   c = config_from_hf(config)
   weights = {k.removeprefix("transformer."): v for k, v in state_dict.items()}
@@ -116,6 +117,12 @@ def from_hf(
     got = tuple(np.shape(weights[key]))
     if got != shape:
       raise ValueError(f"state_dict[{key!r}] has shape {got}, expected {shape}")
+    dtype = np.asarray(weights[key]).dtype
+    if not np.issubdtype(dtype, np.floating):
+      raise ValueError(
+        f"state_dict[{key!r}] has dtype {dtype}; weights must be floating point (a cast from "
+        "integers or bools would load silently wrong values)"
+      )
   if lm_head is not None and not np.array_equal(lm_head, weights["wte.weight"]):
     raise ValueError("lm_head.weight differs from wte.weight; GPT2 ties its LM head to wte")
 

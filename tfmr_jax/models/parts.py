@@ -6,6 +6,7 @@ Dimension key: B batch, T positions, D model dim, L layers.
 import functools
 from collections.abc import Callable
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,17 +15,42 @@ from flax import nnx
 from tfmr_jax.models.config import TransformerConfig
 from tfmr_jax.nn import state as model_state
 from tfmr_jax.ops import attention, padding_mask
+from tfmr_jax.ops.debug import debug_enabled
 from tfmr_jax.ops.guards import check_rank
 
 
-def check_tokens(name: str, tokens, max_len: int) -> None:
-  """Raise unless `tokens` is an int [B, T] array with 0 < T <= max_len."""
+def check_tokens(name: str, tokens, *, max_len: int, vocab_size: int) -> None:
+  """Raise unless `tokens` is an int [B, T] array, 0 < T <= max_len, ids in [0, vocab_size).
+
+  The ids are checked where their values are known (outside jit); under jit, inside
+  `tj.debug_checks()` (a chex value check), else not at all: an id out of range
+  would read another row of the embedding or NaN.
+  """
   check_rank(name, tokens, 2, "[B, T]")
   if not jnp.issubdtype(jnp.result_type(tokens), jnp.integer):
     raise TypeError(f"{name} must be integer token ids, got dtype {jnp.result_type(tokens)}")
   T = tokens.shape[1]
   if not 0 < T <= max_len:
     raise ValueError(f"{name} has length {T}; it must lie in [1, max_len={max_len}]")
+  check_token_range(name, tokens, vocab_size)
+
+
+def check_token_range(name: str, tokens, vocab_size: int) -> None:
+  """Raise ValueError unless every id of concrete `tokens` lies in [0, vocab_size).
+
+  Traced ids are checked only inside `tj.debug_checks()` (with `chex.chexify`).
+  """
+  rule = f"{name} ids must lie in [0, vocab_size={vocab_size})"
+  if isinstance(tokens, jax.core.Tracer):
+    if debug_enabled():
+      in_range = jnp.all((tokens >= 0) & (tokens < vocab_size))
+      chex.assert_trees_all_equal(in_range, jnp.asarray(True), custom_message=rule)
+    return
+  ids = np.asarray(tokens)  # concrete: NumPy reads it, even while an outer jit traces
+  if ids.size:
+    low, high = int(ids.min()), int(ids.max())
+    if low < 0 or high >= vocab_size:
+      raise ValueError(f"{rule}, got min {low}, max {high}")
 
 
 def key_padding_mask(name: str, valid, tokens):

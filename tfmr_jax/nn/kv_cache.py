@@ -8,9 +8,11 @@ position. `length` counts the filled slots; all rows of a batch share it.
 
 import dataclasses
 
+import chex
 import jax
 import jax.numpy as jnp
 
+from tfmr_jax.ops.debug import debug_enabled
 from tfmr_jax.ops.guards import check_positive, check_rank
 
 
@@ -50,8 +52,10 @@ class KVCache:
   def append(self, k_BTKH, v_BTKH) -> "KVCache":
     """Write T new positions at slots [length, length + T). Returns the new cache.
 
-    Writing past the end cannot be detected under jit (XLA clamps the slot), so
-    callers check lengths up front, as `tfmr_jax.decode` does.
+    Writing past the end raises ValueError where `length` is known (outside jit).
+    Under jit XLA would clamp the slot and overwrite the last ones, so there it is
+    checked only inside `tj.debug_checks()` (with `chex.chexify`); callers check
+    lengths up front, as `tfmr_jax.decode` does.
     """
     check_rank("k_BTKH", k_BTKH, 4, "[B, T, K, H]")
     B, S, K, H = self.k_BSKH.shape
@@ -59,8 +63,17 @@ class KVCache:
       raise ValueError(
         f"new keys {k_BTKH.shape} and values {v_BTKH.shape} must both be [B={B}, T, K={K}, H={H}]"
       )
-    if k_BTKH.shape[1] > S:
-      raise ValueError(f"cannot append T={k_BTKH.shape[1]} positions to a cache of length S={S}")
+    T = k_BTKH.shape[1]
+    if T > S:
+      raise ValueError(f"cannot append T={T} positions to a cache of length S={S}")
+    rule = f"cannot append T={T} positions to a cache of length S={S} holding"
+    if not isinstance(self.length, jax.core.Tracer):
+      if int(self.length) + T > S:
+        raise ValueError(f"{rule} {int(self.length)}: it would run past its end")
+    elif debug_enabled():
+      chex.assert_trees_all_equal(
+        self.length + T <= S, jnp.asarray(True), custom_message=f"{rule} too many"
+      )
     start = (0, self.length, 0, 0)
     k_BSKH = jax.lax.dynamic_update_slice(self.k_BSKH, k_BTKH.astype(self.k_BSKH.dtype), start)
     v_BSKH = jax.lax.dynamic_update_slice(self.v_BSKH, v_BTKH.astype(self.v_BSKH.dtype), start)
