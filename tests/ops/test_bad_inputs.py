@@ -1,5 +1,6 @@
 """Bad arguments raise one clear error that names the field and the rule."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -69,6 +70,20 @@ k = v = jnp.zeros((2, 7, 3, 11))
       TypeError,
       r"is_causal must be a Python bool .*got int 1",
     ),
+    (
+      lambda: tj.attention(q[..., :0], k[..., :0], v[..., :0]),
+      ValueError,
+      r"head dim H must be at least 1, got q_BTNH \(2, 5, 6, 0\)",
+    ),
+    *(
+      (
+        lambda s=s, i=i: tj.attention(q, k, v, scale=s, implementation=i),
+        ValueError,
+        r"scale must be a finite number \(the logit scale\) or None, got",
+      )
+      for s in (float("nan"), float("inf"), np.float32("-inf"), "0.1")
+      for i in ("reference", "tiled")
+    ),
     (lambda: tj.causal_mask(-3), ValueError, r"T must be a positive int, got -3"),
     (lambda: tj.causal_mask(5, 3), ValueError, r"causal_mask needs S >= T"),
     (
@@ -103,3 +118,24 @@ k = v = jnp.zeros((2, 7, 3, 11))
 def test_bad_input_raises_named_error(call, error, match):
   with pytest.raises(error, match=match):
     call()
+
+
+@pytest.mark.parametrize("implementation", ["reference", "tiled", "xla"])
+def test_no_key_at_all_gives_zeros_and_zero_gradient(implementation):
+  # S = 0: every query row is empty, so the fully-masked-row rule gives zeros.
+  q_ = jnp.ones((2, 5, 6, 11))
+  k_ = v_ = jnp.ones((2, 0, 3, 11))
+
+  def loss(q_):
+    return tj.attention(q_, k_, v_, implementation=implementation).sum()
+
+  np.testing.assert_array_equal(tj.attention(q_, k_, v_, implementation=implementation), 0.0)
+  np.testing.assert_array_equal(jax.grad(loss)(q_), 0.0)
+
+
+def test_a_mask_given_as_nested_lists_equals_the_array():
+  rows = [[True, False, True, True, False, True, True]] * 5  # [T, S]
+  want = tj.attention(q + 1.0, k + 1.0, v + 1.0, mask=jnp.asarray(rows))
+  np.testing.assert_array_equal(tj.attention(q + 1.0, k + 1.0, v + 1.0, mask=rows), want)
+  weights = tj.attention_weights(q + 1.0, k + 1.0, mask=rows)
+  np.testing.assert_array_equal(weights[..., 1], 0.0)  # key 1 masked everywhere

@@ -23,7 +23,7 @@ and runs it; with `debug_checks` on it also adds value checks (debug).
 """
 
 from tfmr_jax.ops.debug import check_finite, check_rows_see_a_key, debug_enabled
-from tfmr_jax.ops.guards import check_attention_args
+from tfmr_jax.ops.guards import as_array, check_attention_args
 from tfmr_jax.ops.implementations import resolve_implementation, run_implementation
 from tfmr_jax.ops.masks import causal_mask, combine_masks
 from tfmr_jax.ops.reference import probabilities_BKGTS
@@ -59,7 +59,8 @@ def attention(
       "cudnn" (jax.nn.dot_product_attention). Same semantics whichever runs; see
       tfmr_jax.ops.implementations.
   """
-  check_attention_args(q_BTNH, k_BSKH, v_BSKH, mask, bias, is_causal=is_causal)
+  mask, bias = as_array(mask), as_array(bias)
+  check_attention_args(q_BTNH, k_BSKH, v_BSKH, mask, bias, scale=scale, is_causal=is_causal)
   implementation = resolve_implementation(implementation, q_BTNH, k_BSKH)
   if debug_enabled():
     _check_values("attention", q_BTNH, k_BSKH, v_BSKH, mask=mask, bias=bias, is_causal=is_causal)
@@ -83,7 +84,10 @@ def attention_weights(q_BTNH, k_BSKH, *, mask=None, bias=None, scale=None, is_ca
   Each row sums to 1, or is all zeros where every key of that row is masked.
   Same arguments and semantics as `attention` (computed by the reference path).
   """
-  B, T, S, N, _, _ = check_attention_args(q_BTNH, k_BSKH, k_BSKH, mask, bias, is_causal=is_causal)
+  mask, bias = as_array(mask), as_array(bias)
+  B, T, S, N, _, _ = check_attention_args(
+    q_BTNH, k_BSKH, k_BSKH, mask, bias, scale=scale, is_causal=is_causal
+  )
   if debug_enabled():
     _check_values("attention_weights", q_BTNH, k_BSKH, mask=mask, bias=bias, is_causal=is_causal)
   probs_BKGTS = probabilities_BKGTS(

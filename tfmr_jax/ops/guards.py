@@ -13,6 +13,7 @@ and the rule it broke (chex's own message would name "input 0").
 from collections.abc import Callable, Sequence
 
 import chex
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -89,8 +90,18 @@ def check_is_causal(is_causal, *, T: int, S: int) -> None:
     )
 
 
+def check_scale(scale) -> None:
+  """Raise ValueError unless `scale` is None or a finite real scalar (traced: unchecked)."""
+  if scale is None or isinstance(scale, jax.core.Tracer):
+    return
+  value = np.asarray(scale)
+  real = value.shape == () and value.dtype != bool and np.issubdtype(value.dtype, np.number)
+  if not (real and np.isfinite(value)):
+    raise ValueError(f"scale must be a finite number (the logit scale) or None, got {scale!r}")
+
+
 def check_attention_args(
-  q_BTNH, k_BSKH, v_BSKH, mask, bias, *, is_causal: bool = False
+  q_BTNH, k_BSKH, v_BSKH, mask, bias, *, scale=None, is_causal: bool = False
 ) -> tuple[int, int, int, int, int, int]:
   """Validate the shared arguments of every attention implementation.
 
@@ -109,6 +120,9 @@ def check_attention_args(
   )
   B, T, N, H = q_BTNH.shape
   S, K = k_BSKH.shape[1:3]
+  if H < 1:
+    raise ValueError(f"head dim H must be at least 1, got q_BTNH {q_BTNH.shape}")
+  check_scale(scale)
   message = (
     f"query heads N={N} must be a multiple of kv heads K={K} (q {q_BTNH.shape}, k {k_BSKH.shape})"
   )
@@ -121,6 +135,11 @@ def check_attention_args(
     check_floating("bias", bias)
     check_broadcastable("bias", jnp.shape(bias), target, "[B, N, T, S]")
   return B, T, S, N, K, H
+
+
+def as_array(x):
+  """None stays None; a Python list or tuple (e.g. a nested list of bools) becomes an array."""
+  return jnp.asarray(x) if isinstance(x, list | tuple) else x
 
 
 def as_rank4(x_NTS):

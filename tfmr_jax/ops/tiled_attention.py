@@ -106,12 +106,14 @@ def tiled_attention(
   Memory is O(B N T H) plus whatever `mask` and `bias` occupy; gradients (including
   with respect to `bias` and `scale`) come from a hand-written backward.
   """
-  B, T, S, N, K, H = check_attention_args(q_BTNH, k_BSKH, v_BSKH, mask, bias)
+  B, T, S, N, K, H = check_attention_args(
+    q_BTNH, k_BSKH, v_BSKH, mask, bias, scale=scale, is_causal=is_causal
+  )
   for name, value in (("q_block", q_block), ("kv_block", kv_block)):
     if value is not None:
       check_positive(name, value)
-  if is_causal and S < T:
-    raise ValueError(f"is_causal needs S >= T (queries are the last T of S keys), got T={T}, S={S}")
+  if T == 0 or S == 0:  # no query, or no key to attend: every row is empty, so zeros
+    return jnp.zeros(q_BTNH.shape, q_BTNH.dtype)
   G = N // K
   Q = block_length(T, q_block or DEFAULT_Q_BLOCK)
   C = block_length(S, kv_block or max(256, DEFAULT_BLOCK_LOGITS // Q))
