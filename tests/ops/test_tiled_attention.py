@@ -245,7 +245,7 @@ def test_bad_arguments_name_the_field():
     tiled_attention(q, k, v, q_block=0)
   with pytest.raises(ValueError, match="kv_block"):
     tiled_attention(q, k, v, kv_block=2.5)
-  with pytest.raises(ValueError, match="is_causal needs S >= T"):
+  with pytest.raises(ValueError, match="is_causal=True needs S >= T"):
     tiled_attention(k.repeat(2, axis=2), q[:, :, :3], q[:, :, :3], is_causal=True)
   with pytest.raises(TypeError, match="mask must be a bool"):
     tiled_attention(q, k, v, mask=jnp.ones((T, S)))
