@@ -50,7 +50,9 @@ def train(config, workdir: str, *, stop_at_step: int | None = None) -> dict:
     Ctrl-C or `stop_at_step`, {"step", "stopped": reason, "wall_time_s"} instead.
 
   Raises:
-    ConfigError before anything is built; NonFiniteLossError naming the step.
+    ConfigError before anything is built; NonFiniteLossError naming the step;
+    CheckpointUnavailableError if the work directory has checkpoints but none intact
+    (a damaged newest one is passed over with a DamagedCheckpointWarning).
   """
   start_time = time.perf_counter()
   config = config_lib.validate(config)
@@ -84,8 +86,9 @@ def train(config, workdir: str, *, stop_at_step: int | None = None) -> dict:
       )
 
     if checkpoints.latest_step() is not None:
-      state = checkpoints.restore(state)
+      state = checkpoints.restore(state)  # the newest intact one, warning about damaged ones
     start = int(state.step)
+    checkpoints.set_aside_after(start)  # damaged newer ones: this run writes those steps again
     log = MetricsLog(workdir, tensorboard=t.tensorboard)
     cleanup.callback(log.close)
     log.truncate_after(start)
