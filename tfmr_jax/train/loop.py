@@ -29,7 +29,7 @@ from tfmr_jax.train.metrics_log import MetricsLog
 from tfmr_jax.train.optim import build_optimizer
 from tfmr_jax.train.run_config import load_config, save_config
 from tfmr_jax.train.sharding import data_mesh, put_batch, put_replicated
-from tfmr_jax.train.step import init_state, make_eval_step, make_train_step
+from tfmr_jax.train.step import all_finite, init_state, make_eval_step, make_train_step
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -50,7 +50,9 @@ def train(config, workdir: str, *, stop_at_step: int | None = None) -> dict:
     Ctrl-C or `stop_at_step`, {"step", "stopped": reason, "wall_time_s"} instead.
 
   Raises:
-    ConfigError before anything is built; NonFiniteLossError naming the step;
+    ConfigError before anything is built; NonFiniteLossError naming the step, when
+    the loss is non-finite or a checkpoint would hold a non-finite parameter or
+    optimizer value (it is not written);
     CheckpointUnavailableError if the work directory has checkpoints but none intact
     (a damaged newest one is passed over with a DamagedCheckpointWarning).
   """
@@ -84,6 +86,16 @@ def train(config, workdir: str, *, stop_at_step: int | None = None) -> dict:
       return evaluate_held_out(
         eval_step, state.params, state.rest, task, mesh, batch_size=t.eval_batch_size
       )
+
+    def save(state) -> None:
+      """Checkpoint `state`, unless a parameter or optimizer value is non-finite."""
+      if not bool(all_finite((state.params, state.opt_state))):
+        raise NonFiniteLossError(
+          f"step {int(state.step)} made non-finite parameters or optimizer state; not "
+          f"saved, stopped. The last good checkpoint (step {checkpoints.latest_step()}) "
+          f"is kept in {workdir}"
+        )
+      checkpoints.save(state)
 
     if checkpoints.latest_step() is not None:
       state = checkpoints.restore(state)  # the newest intact one, warning about damaged ones
@@ -130,9 +142,9 @@ def train(config, workdir: str, *, stop_at_step: int | None = None) -> dict:
         log.write(done, task.eval_split, held_out)
         tqdm.write(_describe(done, task.eval_split, held_out), file=sys.stderr)
       if done % t.checkpoint_every == 0:
-        checkpoints.save(state)
+        save(state)
       if stop or done == stop_at_step:
-        checkpoints.save(state)
+        save(state)
         return {
           "step": done,
           "stopped": stop.name or "stop_at_step",
@@ -150,7 +162,7 @@ def train(config, workdir: str, *, stop_at_step: int | None = None) -> dict:
       )
     log.write(int(state.step), task.eval_split, final)
     tqdm.write(_describe(int(state.step), task.eval_split, final), file=sys.stderr)
-    checkpoints.save(state)
+    save(state)
     return {
       "step": int(state.step),
       "split": task.eval_split,
