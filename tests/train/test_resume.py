@@ -1,6 +1,7 @@
 """A resume continues the same run: past damaged checkpoints, refusing another config,
 and with the metrics an uninterrupted run writes."""
 
+import copy
 import os
 import shutil
 
@@ -10,12 +11,14 @@ import pytest
 
 from tests.train.quick import quick_config
 from tests.train.test_checkpoint import _damage
+from tfmr_jax import config as C
 from tfmr_jax.train import (
   CheckpointUnavailableError,
   DamagedCheckpointWarning,
   load_run,
   train,
 )
+from tfmr_jax.train.run_config import load_config
 
 CONFIG = quick_config(
   "reverse",
@@ -91,3 +94,59 @@ def test_evaluate_falls_back_but_an_explicit_damaged_step_is_an_error(runs, tmp_
     load_run(workdir, step=10)
   with pytest.raises(CheckpointUnavailableError, match=r"no checkpoint of step 7 .*\[6, 9, 10\]"):
     load_run(workdir, step=7)
+
+
+def _copy(stopped, tmp_path) -> tuple[str, bytes]:
+  workdir = str(tmp_path / "run")
+  shutil.copytree(stopped, workdir)
+  with open(os.path.join(workdir, "config.json"), "rb") as f:
+    return workdir, f.read()
+
+
+def _config_json(workdir) -> bytes:
+  with open(os.path.join(workdir, "config.json"), "rb") as f:
+    return f.read()
+
+
+def _changed(**sections):
+  config = copy.deepcopy(CONFIG)
+  for section, fields in sections.items():
+    config[section].update(fields)
+  return config
+
+
+def test_a_resume_that_changes_the_run_is_refused_listing_every_difference(runs, tmp_path):
+  workdir, recorded = _copy(runs[1], tmp_path)
+  other = _changed(optim={"learning_rate": 0.02, "schedule": "constant"}, train={"seed": 1})
+  message = (
+    r"another config \(optim.learning_rate: 0.01 -> 0.02; optim.schedule: 'warmup_cosine' "
+    r"-> 'constant'; train.seed: 0 -> 1\); use a new workdir, or pass allow_config_change"
+  )
+  with pytest.raises(C.ConfigError, match=message):
+    train(other, workdir)
+  with pytest.raises(C.ConfigError, match=r"num_steps = 8: .* step 10, past it"):
+    train(_changed(train={"num_steps": 8}), workdir)
+  assert _config_json(workdir) == recorded
+
+
+def test_a_failed_resume_leaves_the_recorded_run_usable(runs, tmp_path):
+  workdir, recorded = _copy(runs[1], tmp_path)
+  other = _changed(model={"d_model": 16, "d_ff": 32})
+  with pytest.raises(CheckpointUnavailableError):  # no checkpoint fits the other model
+    train(other, workdir, allow_config_change=True)
+  assert _config_json(workdir) == recorded
+  assert load_run(workdir).step == 10
+
+
+def test_an_allowed_change_continues_and_is_recorded(runs, tmp_path):
+  workdir, _ = _copy(runs[1], tmp_path)
+  other = _changed(
+    optim={"learning_rate": 0.02},
+    train={"num_steps": 14, "log_every": 2, "progress_bar": True},  # free to change
+  )
+  final = train(other, workdir, allow_config_change=True)
+  assert final["step"] == 14
+  assert load_config(workdir).optim.learning_rate == 0.02
+  cosmetic_only = _changed(train={"num_steps": 16, "checkpoint_every": 7, "eval_every": 5})
+  cosmetic_only.optim.learning_rate = 0.02
+  assert train(cosmetic_only, workdir, stop_at_step=15)["step"] == 15

@@ -3,8 +3,9 @@
     import tfmr_jax.train
     metrics = tfmr_jax.train.train(config, "runs/reverse")   # a notebook does the same
 
-Top to bottom: validate the config and save it; build the task, the model and the
-optimizer; restore the latest checkpoint if the work directory has one; then step,
+Top to bottom: validate the config (a resume must match the recorded run); build the
+task, the model and the optimizer; restore the newest intact checkpoint if the work
+directory has one, then record the config; then step,
 logging, evaluating and checkpointing on their schedules; evaluate at the end.
 Data is a pure function of (seed, step) and the checkpoint holds everything else,
 so a resumed run takes exactly the steps the uninterrupted one would.
@@ -28,6 +29,7 @@ from tfmr_jax.train.interrupt import stop_requests
 from tfmr_jax.train.metrics_log import MetricsLog
 from tfmr_jax.train.optim import build_optimizer
 from tfmr_jax.train.run_config import load_config, save_config
+from tfmr_jax.train.run_identity import check_resume
 from tfmr_jax.train.sharding import data_mesh, put_batch, put_replicated
 from tfmr_jax.train.step import all_finite, init_state, make_eval_step, make_train_step
 
@@ -36,7 +38,9 @@ class NonFiniteLossError(FloatingPointError):
   """The training loss became NaN or infinite; the last good checkpoint is kept."""
 
 
-def train(config, workdir: str, *, stop_at_step: int | None = None) -> dict:
+def train(
+  config, workdir: str, *, stop_at_step: int | None = None, allow_config_change: bool = False
+) -> dict:
   """Train the model `config` describes in `workdir`, resuming from its latest checkpoint.
 
   Args:
@@ -44,6 +48,8 @@ def train(config, workdir: str, *, stop_at_step: int | None = None) -> dict:
     workdir: where config.json, metrics.jsonl, tensorboard/ and checkpoints/ go.
     stop_at_step: stop after this many steps as if interrupted (checkpoint saved),
       e.g. to run a long schedule in slices.
+    allow_config_change: resume even if `config` differs from the run's recorded
+      config.json in fields that change the run (see `run_identity`); refused otherwise.
 
   Returns:
     {"step", "split", <held-out metrics>, "train_loss", "wall_time_s"}; after SIGTERM,
@@ -65,8 +71,13 @@ def train(config, workdir: str, *, stop_at_step: int | None = None) -> dict:
   with contextlib.ExitStack() as cleanup:
     cleanup.callback(checkpoints.close)
     if checkpoints.latest_step() is not None:
-      _check_same_run(config, workdir)
-    save_config(config, workdir)
+      check_resume(
+        config,
+        load_config(workdir),
+        workdir=workdir,
+        checkpoint_step=checkpoints.latest_step(),
+        allow_config_change=allow_config_change,
+      )
 
     task = make_task(**config.task)
     model = build_model(config, task, seed=t.seed)
@@ -101,6 +112,7 @@ def train(config, workdir: str, *, stop_at_step: int | None = None) -> dict:
       state = checkpoints.restore(state)  # the newest intact one, warning about damaged ones
     start = int(state.step)
     checkpoints.set_aside_after(start)  # damaged newer ones: this run writes those steps again
+    save_config(config, workdir)  # only now: a failed resume leaves the recorded run as it was
     log = MetricsLog(workdir, tensorboard=t.tensorboard)
     cleanup.callback(log.close)
     log.truncate_after(start)
@@ -170,22 +182,6 @@ def train(config, workdir: str, *, stop_at_step: int | None = None) -> dict:
       "train_loss": window.last_loss,
       "wall_time_s": time.perf_counter() - start_time,
     }
-
-
-def _check_same_run(config, workdir: str) -> None:
-  """Resuming needs the saved run's task and model: anything else is a different run."""
-  saved = load_config(workdir)
-  changed = [
-    f"{section}.{key}: {saved[section][key]!r} -> {config[section][key]!r}"
-    for section in ("task", "model")
-    for key in saved[section]
-    if saved[section][key] != config[section][key]
-  ]
-  if changed:
-    raise config_lib.ConfigError(
-      f"workdir {workdir!r} holds a run with another task or model ({'; '.join(changed)}); "
-      "use a new workdir"
-    )
 
 
 def _describe(step: int, split: str, metrics: dict) -> str:
