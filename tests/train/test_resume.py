@@ -16,6 +16,7 @@ from tfmr_jax.train import (
   CheckpointUnavailableError,
   DamagedCheckpointWarning,
   load_run,
+  read_metrics,
   train,
 )
 from tfmr_jax.train.run_config import load_config
@@ -150,3 +151,21 @@ def test_an_allowed_change_continues_and_is_recorded(runs, tmp_path):
   cosmetic_only = _changed(train={"num_steps": 16, "checkpoint_every": 7, "eval_every": 5})
   cosmetic_only.optim.learning_rate = 0.02
   assert train(cosmetic_only, workdir, stop_at_step=15)["step"] == 15
+
+
+def _train_records(workdir):
+  """The train records without steps_per_s, which is wall-clock."""
+  return [
+    {k: v for k, v in r.items() if k != "steps_per_s"} for r in read_metrics(workdir, "train")
+  ]
+
+
+def test_the_metrics_of_a_run_resumed_between_log_records_are_the_uninterrupted_ones(
+  runs, tmp_path
+):
+  whole, stopped = runs  # stopped at step 10, halfway between the records of 8 and 12
+  workdir, _ = _copy(stopped, tmp_path)
+  train(CONFIG, workdir)
+  assert [r["step"] for r in _train_records(workdir)] == [4, 8, 12]
+  assert _train_records(workdir) == _train_records(whole)
+  assert read_metrics(workdir, "test") == read_metrics(whole, "test")

@@ -32,6 +32,7 @@ from tfmr_jax.train.run_config import load_config, save_config
 from tfmr_jax.train.run_identity import check_resume
 from tfmr_jax.train.sharding import data_mesh, put_batch, put_replicated
 from tfmr_jax.train.step import all_finite, init_state, make_eval_step, make_train_step
+from tfmr_jax.train.train_window import TrainWindow
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -106,17 +107,18 @@ def train(
           f"saved, stopped. The last good checkpoint (step {checkpoints.latest_step()}) "
           f"is kept in {workdir}"
         )
-      checkpoints.save(state)
+      checkpoints.save(state, extra={"train_window": window.as_dict()})
 
+    window = TrainWindow()  # the metrics since the last train record
     if checkpoints.latest_step() is not None:
       state = checkpoints.restore(state)  # the newest intact one, warning about damaged ones
+      window = TrainWindow.from_dict(checkpoints.extra(int(state.step)).get("train_window", {}))
     start = int(state.step)
     checkpoints.set_aside_after(start)  # damaged newer ones: this run writes those steps again
     save_config(config, workdir)  # only now: a failed resume leaves the recorded run as it was
     log = MetricsLog(workdir, tensorboard=t.tensorboard)
     cleanup.callback(log.close)
     log.truncate_after(start)
-    window = _TrainWindow()
     stop = cleanup.enter_context(stop_requests())
     bar = cleanup.enter_context(
       tqdm(
@@ -163,8 +165,9 @@ def train(
           "wall_time_s": time.perf_counter() - start_time,
         }
 
-    if window.pending():
-      log.write(int(state.step), "train", window.flush(learning_rate=float(schedule(step))))
+    if window.pending():  # the last update's learning rate, as in the loop's records
+      record = window.flush(learning_rate=float(schedule(int(state.step) - 1)))
+      log.write(int(state.step), "train", record)
     final = evaluate_now(state)
     if decodes_answers(task):
       final["greedy_exact_match"] = greedy_exact_match(
@@ -186,37 +189,3 @@ def train(
 
 def _describe(step: int, split: str, metrics: dict) -> str:
   return f"step {step} {split}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
-
-
-class _TrainWindow:
-  """Training metrics since the last log record: mean loss and token accuracy, steps/s."""
-
-  def __init__(self):
-    self.last_loss = math.nan
-    self._reset()
-
-  def _reset(self):
-    self._losses, self._correct, self._count = [], 0.0, 0.0
-    self._since = time.perf_counter()
-
-  def pending(self) -> bool:
-    return bool(self._losses)
-
-  def add(self, metrics: dict) -> float:
-    loss = float(metrics["loss"])
-    self._losses.append(loss)
-    self._correct += float(metrics["token_correct"])
-    self._count += float(metrics["token_count"])
-    return loss
-
-  def flush(self, *, learning_rate: float) -> dict:
-    elapsed = time.perf_counter() - self._since
-    self.last_loss = sum(self._losses) / len(self._losses)
-    record = {
-      "loss": self.last_loss,
-      "token_accuracy": self._correct / max(self._count, 1.0),
-      "learning_rate": learning_rate,
-      "steps_per_s": len(self._losses) / elapsed,
-    }
-    self._reset()
-    return record
