@@ -10,6 +10,7 @@ download never leaves a truncated corpus behind.
 """
 
 import hashlib
+import io
 import logging
 import os
 import tempfile
@@ -35,6 +36,15 @@ def sha256_hex(data: bytes) -> str:
   return hashlib.sha256(data).hexdigest()
 
 
+def corpus_sha256(path: str, *, url_sha256: str = "") -> str:
+  """SHA-256 of the corpus `load_text` reads: the file at `path` if it exists, else the
+  checked download (`url_sha256`); "" if neither."""
+  if os.path.exists(path):
+    with open(path, "rb") as f:
+      return sha256_hex(f.read())
+  return url_sha256
+
+
 def load_text(
   path: str,
   *,
@@ -42,6 +52,7 @@ def load_text(
   sha256: str = "",
   cache_dir: str = DEFAULT_CACHE_DIR,
   fetch: Callable[[str], bytes] = fetch_url,
+  content_sha256: str = "",
 ) -> str:
   """The UTF-8 text at `path`; if there is none and `url` is given, the cached download.
 
@@ -51,10 +62,23 @@ def load_text(
     sha256: expected SHA-256 (hex) of the download; required with `url`.
     cache_dir: where downloads are kept, as `<cache_dir>/<sha256>-<file name>`.
     fetch: url -> bytes (tests pass a local stand-in).
+    content_sha256: if set, the SHA-256 the corpus read must have (a run's recorded
+      corpus): ValueError naming the path and both hashes if it changed.
   """
   if os.path.exists(path):
-    with open(path, encoding="utf-8") as f:
-      return f.read()
+    with open(path, "rb") as f:
+      data = f.read()
+    got = sha256_hex(data)
+    if content_sha256 and got != content_sha256:
+      raise ValueError(
+        f"corpus_path {path!r} has changed since the run first read it: its SHA-256 is "
+        f"{got}, the run recorded {content_sha256} (config.task.corpus_content_sha256)"
+      )
+    return io.TextIOWrapper(io.BytesIO(data), encoding="utf-8").read()  # as open() reads
+  if content_sha256 and content_sha256 != sha256:
+    raise FileNotFoundError(
+      f"corpus_path {path!r}, which the run read (SHA-256 {content_sha256}), does not exist"
+    )
   if not url:
     raise FileNotFoundError(f"corpus_path {path!r} does not exist and no corpus_url is set")
   if not sha256:

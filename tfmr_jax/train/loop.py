@@ -29,7 +29,7 @@ from tfmr_jax.train.interrupt import stop_requests
 from tfmr_jax.train.metrics_log import MetricsLog
 from tfmr_jax.train.optim import build_optimizer
 from tfmr_jax.train.run_config import load_config, save_config
-from tfmr_jax.train.run_identity import check_resume
+from tfmr_jax.train.run_identity import check_resume, pin_corpus
 from tfmr_jax.train.sharding import data_mesh, put_batch, put_replicated
 from tfmr_jax.train.step import all_finite, init_state, make_eval_step, make_train_step
 from tfmr_jax.train.train_window import TrainWindow
@@ -71,10 +71,14 @@ def train(
   checkpoints = Checkpointer(os.path.join(workdir, "checkpoints"), keep=t.keep_checkpoints)
   with contextlib.ExitStack() as cleanup:
     cleanup.callback(checkpoints.close)
-    if checkpoints.latest_step() is not None:
+    if checkpoints.latest_step() is None:
+      config = pin_corpus(config)
+    else:
+      recorded = pin_corpus(load_config(workdir))  # a no-op unless recorded before pinning
+      config = pin_corpus(config, recorded=recorded)
       check_resume(
         config,
-        load_config(workdir),
+        recorded,
         workdir=workdir,
         checkpoint_step=checkpoints.latest_step(),
         allow_config_change=allow_config_change,

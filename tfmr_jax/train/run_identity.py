@@ -7,9 +7,16 @@ with a ConfigError listing every difference, unless the caller passes
 `allow_config_change=True` (`--allow-config-change`). Fields that only change how
 the run is watched are free: those in COSMETIC. `train.num_steps` may change
 (extending a run is the usual case) but not to below the checkpoint's step.
+
+char_lm's corpus is pinned at the first run (`pin_corpus`): its path made absolute
+and its SHA-256 recorded, so evaluate, sample and a resume read the same file from
+any directory, and refuse it if its content changed.
 """
 
+import os
+
 from tfmr_jax import config as config_lib
+from tfmr_jax.tasks import corpus_sha256
 
 # section -> fields that do not change the training trajectory.
 COSMETIC = {
@@ -58,3 +65,22 @@ def check_resume(
       "use a new workdir, or pass allow_config_change=True (--allow-config-change) to "
       "continue this run with the new config"
     )
+
+
+def pin_corpus(config, *, recorded=None):
+  """`config` with char_lm's corpus pinned: corpus_path and cache_dir made absolute
+  (against the current directory) and corpus_content_sha256 filled in, from the
+  `recorded` run if it has it, else from the file now at corpus_path. Other tasks
+  are returned as they are."""
+  if config.task.name != "char_lm":
+    return config
+  config = config.copy_and_resolve_references()
+  task = config.task
+  task.corpus_path = os.path.abspath(os.path.expanduser(task.corpus_path))
+  task.cache_dir = os.path.abspath(os.path.expanduser(task.cache_dir))
+  if not task.corpus_content_sha256 and recorded is not None:
+    task.corpus_content_sha256 = recorded.task.get("corpus_content_sha256", "")
+  if not task.corpus_content_sha256:
+    url_sha256 = task.corpus_sha256 if task.corpus_url else ""
+    task.corpus_content_sha256 = corpus_sha256(task.corpus_path, url_sha256=url_sha256)
+  return config
