@@ -9,6 +9,7 @@
 
 train options:   --config FILE[:ARG]  --workdir DIR  --config.<section>.<field>=VALUE
                  --stop-at-step N (stop and checkpoint after N steps; rerun to continue)
+                 --allow-config-change (resume although the config changes the run)
 evaluate:        --workdir DIR  [--step N]
 sample:          --workdir DIR  --prompt TEXT  [--max-new-tokens 200] [--temperature 0.8]
                  [--top-k K] [--seed 0]
@@ -42,6 +43,9 @@ def _flags(argv: list[str], recipe) -> flags.FlagValues:
   flags.DEFINE_string("workdir", None, "the run's directory", flag_values=fv)
   flags.DEFINE_integer(
     "stop_at_step", None, "train: stop after this many steps", lower_bound=1, flag_values=fv
+  )
+  flags.DEFINE_boolean(
+    "allow_config_change", False, "train: resume with a changed config", flag_values=fv
   )
   flags.DEFINE_integer(
     "step", None, "evaluate: checkpoint step (default latest)", lower_bound=0, flag_values=fv
@@ -146,7 +150,12 @@ def _run(command: str, fv: flags.FlagValues) -> int:
     if config.task.name == "char_lm":  # a bad corpus fails before train() writes the workdir
       make_task(**config.task)
     try:
-      metrics = train_lib.train(config, fv.workdir, stop_at_step=fv.stop_at_step)
+      metrics = train_lib.train(
+        config,
+        fv.workdir,
+        stop_at_step=fv.stop_at_step,
+        allow_config_change=fv.allow_config_change,
+      )
     except train_lib.NonFiniteLossError as e:
       print(f"tfmr-jax train: {e}", file=sys.stderr)
       return 1

@@ -54,6 +54,9 @@ TASK_FIELDS: dict[str, dict[str, tuple[Any, Rule]]] = {
     "corpus_url": (TINY_SHAKESPEARE_URL, Rule(str)),
     "corpus_sha256": (TINY_SHAKESPEARE_SHA256, Rule(str)),
     "cache_dir": ("~/.cache/tfmr_jax", Rule(str)),
+    # SHA-256 of the corpus bytes a run read: recorded at its first run (with
+    # corpus_path made absolute) and checked at every later read; "" = not yet recorded.
+    "corpus_content_sha256": ("", Rule(str)),
     "block_size": (64, positive_int()),
     "val_fraction": (0.1, Rule(float, low=0.0, high=1.0, low_exclusive=True)),
   },

@@ -5,6 +5,8 @@ field and every rule between fields, and returns the resolved config, or raises
 `ConfigError` naming the field, the value and the rule.
 """
 
+import re
+
 import jax
 import ml_collections
 
@@ -84,6 +86,12 @@ def _check_relations(c: dict) -> None:
         f"config.task.test_size = {task['test_size']}: must be at most {limit} for "
         f"{symbols**length} possible sequences"
       )
+  recorded_sha256 = task.get("corpus_content_sha256", "")
+  if not re.fullmatch(r"|[0-9a-f]{64}", recorded_sha256):
+    raise ConfigError(
+      f"config.task.corpus_content_sha256 = {recorded_sha256!r}: must be '' "
+      "(not yet recorded) or 64 lowercase hex digits"
+    )
   if task["name"] == "char_lm" and task["corpus_url"] and not task["corpus_sha256"]:
     raise ConfigError(
       f"config.task.corpus_sha256 = '': required with config.task.corpus_url = "

@@ -16,6 +16,7 @@ from tfmr_jax.tasks.corpus import (
   TINY_SHAKESPEARE_SHA256,
   TINY_SHAKESPEARE_URL,
   CorpusError,
+  corpus_sha256,
   load_text,
 )
 from tfmr_jax.tasks.heldout import HeldOut, max_test_size, sequence_hash_B
@@ -29,8 +30,8 @@ FORMATS = {name: cls.format for name, cls in TASKS.items()}
 def make_task(name: str, **fields):
   """The task `name` built from its config fields (those of `config.task` but `name`).
 
-  char_lm takes corpus_path, corpus_url, corpus_sha256, cache_dir, block_size and
-  val_fraction, and reads (or downloads) the corpus here.
+  char_lm takes corpus_path, corpus_url, corpus_sha256, cache_dir, corpus_content_sha256,
+  block_size and val_fraction, and reads (or downloads) the corpus here.
   """
   if name not in TASKS:
     raise ValueError(f"unknown task {name!r}; choose from {', '.join(sorted(TASKS))}")
@@ -41,6 +42,7 @@ def make_task(name: str, **fields):
       url=fields.pop("corpus_url"),
       sha256=fields.pop("corpus_sha256"),
       cache_dir=fields.pop("cache_dir"),
+      content_sha256=fields.pop("corpus_content_sha256", ""),
     )
     return CharLM(text=text, source=path, **fields)
   return TASKS[name](**fields)
@@ -58,6 +60,7 @@ __all__ = [
   "HeldOut",
   "Reverse",
   "Sort",
+  "corpus_sha256",
   "load_text",
   "make_task",
   "max_test_size",

@@ -50,7 +50,8 @@ def decode_text(data: bytes, *, source: str) -> str:
   return text
 
 
-def _read_file(path: str) -> str:
+def _read_file(path: str, *, content_sha256: str = "") -> str:
+  """The text of the file at `path`; with `content_sha256`, it must still have that hash."""
   if os.path.isdir(path):
     raise CorpusError(f"corpus_path {path!r} is a directory, not a text file")
   try:
@@ -58,6 +59,12 @@ def _read_file(path: str) -> str:
       data = f.read()
   except OSError as e:
     raise CorpusError(f"corpus_path {path!r} cannot be read: {e.strerror or e}") from None
+  got = sha256_hex(data)
+  if content_sha256 and got != content_sha256:
+    raise CorpusError(
+      f"corpus_path {path!r} has changed since the run first read it: its SHA-256 is "
+      f"{got}, the run recorded {content_sha256} (config.task.corpus_content_sha256)"
+    )
   return decode_text(data, source=path)
 
 
@@ -71,6 +78,15 @@ def sha256_hex(data: bytes) -> str:
   return hashlib.sha256(data).hexdigest()
 
 
+def corpus_sha256(path: str, *, url_sha256: str = "") -> str:
+  """SHA-256 of the corpus `load_text` reads: the file at `path` if it exists, else the
+  checked download (`url_sha256`); "" if neither."""
+  if os.path.exists(path):
+    with open(path, "rb") as f:
+      return sha256_hex(f.read())
+  return url_sha256
+
+
 def load_text(
   path: str,
   *,
@@ -78,6 +94,7 @@ def load_text(
   sha256: str = "",
   cache_dir: str = DEFAULT_CACHE_DIR,
   fetch: Callable[[str], bytes] = fetch_url,
+  content_sha256: str = "",
 ) -> str:
   """The UTF-8 text at `path`; if there is none and `url` is given, the cached download.
 
@@ -87,9 +104,15 @@ def load_text(
     sha256: expected SHA-256 (hex) of the download; required with `url`.
     cache_dir: where downloads are kept, as `<cache_dir>/<sha256>-<file name>`.
     fetch: url -> bytes (tests pass a local stand-in).
+    content_sha256: if set, the SHA-256 the corpus read must have (a run's recorded
+      corpus): ValueError naming the path and both hashes if it changed.
   """
   if os.path.exists(path):
-    return _read_file(path)
+    return _read_file(path, content_sha256=content_sha256)
+  if content_sha256 and content_sha256 != sha256:
+    raise CorpusError(
+      f"corpus_path {path!r}, which the run read (SHA-256 {content_sha256}), does not exist"
+    )
   if not url:
     raise CorpusError(f"corpus_path {path!r} does not exist and no corpus_url is set")
   if not sha256:

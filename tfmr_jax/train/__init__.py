@@ -6,12 +6,20 @@ train.evaluate("runs/reverse")                   # reload the latest checkpoint,
 train.sample("runs/char_lm", "ROMEO:")           # generate with the KV cache
 """
 
+from tfmr_jax.train.checkpoint import (
+  CheckpointUnavailableError,
+  CheckpointWriteError,
+  DamagedCheckpointWarning,
+)
 from tfmr_jax.train.loop import NonFiniteLossError, train
 from tfmr_jax.train.metrics_log import read_metrics
 from tfmr_jax.train.run import Run, evaluate, load_run, sample
 from tfmr_jax.train.run_config import has_config, load_config, save_config
 
 __all__ = [
+  "CheckpointUnavailableError",
+  "CheckpointWriteError",
+  "DamagedCheckpointWarning",
   "NonFiniteLossError",
   "Run",
   "evaluate",

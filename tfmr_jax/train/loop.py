@@ -3,8 +3,9 @@
     import tfmr_jax.train
     metrics = tfmr_jax.train.train(config, "runs/reverse")   # a notebook does the same
 
-Top to bottom: validate the config and save it; build the task, the model and the
-optimizer; restore the latest checkpoint if the work directory has one; then step,
+Top to bottom: validate the config (a resume must match the recorded run); build the
+task, the model and the optimizer; restore the newest intact checkpoint if the work
+directory has one, then record the config; then step,
 logging, evaluating and checkpointing on their schedules; evaluate at the end.
 Data is a pure function of (seed, step) and the checkpoint holds everything else,
 so a resumed run takes exactly the steps the uninterrupted one would.
@@ -28,15 +29,19 @@ from tfmr_jax.train.interrupt import stop_requests
 from tfmr_jax.train.metrics_log import MetricsLog
 from tfmr_jax.train.optim import build_optimizer
 from tfmr_jax.train.run_config import load_config, save_config
+from tfmr_jax.train.run_identity import check_resume, pin_corpus
 from tfmr_jax.train.sharding import data_mesh, put_batch, put_replicated
-from tfmr_jax.train.step import init_state, make_eval_step, make_train_step
+from tfmr_jax.train.step import all_finite, init_state, make_eval_step, make_train_step
+from tfmr_jax.train.train_window import TrainWindow
 
 
 class NonFiniteLossError(FloatingPointError):
   """The training loss became NaN or infinite; the last good checkpoint is kept."""
 
 
-def train(config, workdir: str, *, stop_at_step: int | None = None) -> dict:
+def train(
+  config, workdir: str, *, stop_at_step: int | None = None, allow_config_change: bool = False
+) -> dict:
   """Train the model `config` describes in `workdir`, resuming from its latest checkpoint.
 
   Args:
@@ -44,13 +49,19 @@ def train(config, workdir: str, *, stop_at_step: int | None = None) -> dict:
     workdir: where config.json, metrics.jsonl, tensorboard/ and checkpoints/ go.
     stop_at_step: stop after this many steps as if interrupted (checkpoint saved),
       e.g. to run a long schedule in slices.
+    allow_config_change: resume even if `config` differs from the run's recorded
+      config.json in fields that change the run (see `run_identity`); refused otherwise.
 
   Returns:
     {"step", "split", <held-out metrics>, "train_loss", "wall_time_s"}; after SIGTERM,
     Ctrl-C or `stop_at_step`, {"step", "stopped": reason, "wall_time_s"} instead.
 
   Raises:
-    ConfigError before anything is built; NonFiniteLossError naming the step.
+    ConfigError before anything is built; NonFiniteLossError naming the step, when
+    the loss is non-finite or a checkpoint would hold a non-finite parameter or
+    optimizer value (it is not written);
+    CheckpointUnavailableError if the work directory has checkpoints but none intact
+    (a damaged newest one is passed over with a DamagedCheckpointWarning).
   """
   start_time = time.perf_counter()
   config = config_lib.validate(config)
@@ -60,9 +71,18 @@ def train(config, workdir: str, *, stop_at_step: int | None = None) -> dict:
   checkpoints = Checkpointer(os.path.join(workdir, "checkpoints"), keep=t.keep_checkpoints)
   with contextlib.ExitStack() as cleanup:
     cleanup.callback(checkpoints.close)
-    if checkpoints.latest_step() is not None:
-      _check_same_run(config, workdir)
-    save_config(config, workdir)
+    if checkpoints.latest_step() is None:
+      config = pin_corpus(config)
+    else:
+      recorded = pin_corpus(load_config(workdir))  # a no-op unless recorded before pinning
+      config = pin_corpus(config, recorded=recorded)
+      check_resume(
+        config,
+        recorded,
+        workdir=workdir,
+        checkpoint_step=checkpoints.latest_step(),
+        allow_config_change=allow_config_change,
+      )
 
     task = make_task(**config.task)
     model = build_model(config, task, seed=t.seed)
@@ -83,13 +103,26 @@ def train(config, workdir: str, *, stop_at_step: int | None = None) -> dict:
         eval_step, state.params, state.rest, task, mesh, batch_size=t.eval_batch_size
       )
 
+    def save(state) -> None:
+      """Checkpoint `state`, unless a parameter or optimizer value is non-finite."""
+      if not bool(all_finite((state.params, state.opt_state))):
+        raise NonFiniteLossError(
+          f"step {int(state.step)} made non-finite parameters or optimizer state; not "
+          f"saved, stopped. The last good checkpoint (step {checkpoints.latest_step()}) "
+          f"is kept in {workdir}"
+        )
+      checkpoints.save(state, extra={"train_window": window.as_dict()})
+
+    window = TrainWindow()  # the metrics since the last train record
     if checkpoints.latest_step() is not None:
-      state = checkpoints.restore(state)
+      state = checkpoints.restore(state)  # the newest intact one, warning about damaged ones
+      window = TrainWindow.from_dict(checkpoints.extra(int(state.step)).get("train_window", {}))
     start = int(state.step)
+    checkpoints.set_aside_after(start)  # damaged newer ones: this run writes those steps again
+    save_config(config, workdir)  # only now: a failed resume leaves the recorded run as it was
     log = MetricsLog(workdir, tensorboard=t.tensorboard)
     cleanup.callback(log.close)
     log.truncate_after(start)
-    window = _TrainWindow()
     stop = cleanup.enter_context(stop_requests())
     bar = cleanup.enter_context(
       tqdm(
@@ -127,17 +160,18 @@ def train(config, workdir: str, *, stop_at_step: int | None = None) -> dict:
         log.write(done, task.eval_split, held_out)
         tqdm.write(_describe(done, task.eval_split, held_out), file=sys.stderr)
       if done % t.checkpoint_every == 0:
-        checkpoints.save(state)
+        save(state)
       if stop or done == stop_at_step:
-        checkpoints.save(state)
+        save(state)
         return {
           "step": done,
           "stopped": stop.name or "stop_at_step",
           "wall_time_s": time.perf_counter() - start_time,
         }
 
-    if window.pending():
-      log.write(int(state.step), "train", window.flush(learning_rate=float(schedule(step))))
+    if window.pending():  # the last update's learning rate, as in the loop's records
+      record = window.flush(learning_rate=float(schedule(int(state.step) - 1)))
+      log.write(int(state.step), "train", record)
     final = evaluate_now(state)
     if decodes_answers(task):
       final["greedy_exact_match"] = greedy_exact_match(
@@ -147,7 +181,7 @@ def train(config, workdir: str, *, stop_at_step: int | None = None) -> dict:
       )
     log.write(int(state.step), task.eval_split, final)
     tqdm.write(_describe(int(state.step), task.eval_split, final), file=sys.stderr)
-    checkpoints.save(state)
+    save(state)
     return {
       "step": int(state.step),
       "split": task.eval_split,
@@ -157,55 +191,5 @@ def train(config, workdir: str, *, stop_at_step: int | None = None) -> dict:
     }
 
 
-def _check_same_run(config, workdir: str) -> None:
-  """Resuming needs the saved run's task and model: anything else is a different run."""
-  saved = load_config(workdir)
-  changed = [
-    f"{section}.{key}: {saved[section][key]!r} -> {config[section][key]!r}"
-    for section in ("task", "model")
-    for key in saved[section]
-    if saved[section][key] != config[section][key]
-  ]
-  if changed:
-    raise config_lib.ConfigError(
-      f"workdir {workdir!r} holds a run with another task or model ({'; '.join(changed)}); "
-      "use a new workdir"
-    )
-
-
 def _describe(step: int, split: str, metrics: dict) -> str:
   return f"step {step} {split}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
-
-
-class _TrainWindow:
-  """Training metrics since the last log record: mean loss and token accuracy, steps/s."""
-
-  def __init__(self):
-    self.last_loss = math.nan
-    self._reset()
-
-  def _reset(self):
-    self._losses, self._correct, self._count = [], 0.0, 0.0
-    self._since = time.perf_counter()
-
-  def pending(self) -> bool:
-    return bool(self._losses)
-
-  def add(self, metrics: dict) -> float:
-    loss = float(metrics["loss"])
-    self._losses.append(loss)
-    self._correct += float(metrics["token_correct"])
-    self._count += float(metrics["token_count"])
-    return loss
-
-  def flush(self, *, learning_rate: float) -> dict:
-    elapsed = time.perf_counter() - self._since
-    self.last_loss = sum(self._losses) / len(self._losses)
-    record = {
-      "loss": self.last_loss,
-      "token_accuracy": self._correct / max(self._count, 1.0),
-      "learning_rate": learning_rate,
-      "steps_per_s": len(self._losses) / elapsed,
-    }
-    self._reset()
-    return record

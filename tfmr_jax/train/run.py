@@ -49,7 +49,11 @@ class Run:
 
 
 def load_run(workdir: str, *, step: int | None = None) -> Run:
-  """The run in `workdir` at checkpoint `step` (default: the latest)."""
+  """The run in `workdir` at checkpoint `step` (default: the newest intact one).
+
+  Raises CheckpointUnavailableError (a FileNotFoundError) naming the step and the steps
+  that exist if `step` is missing or damaged, or if no checkpoint is intact.
+  """
   config = load_config(workdir)
   task = make_task(**config.task)
   tx, _ = build_optimizer(config)

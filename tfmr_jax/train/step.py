@@ -124,6 +124,15 @@ def _assert_finite(step, **trees) -> None:
     )
 
 
+@jax.jit
+def all_finite(tree) -> jax.Array:
+  """bool []: every floating-point value of `tree` is finite; one compiled reduction."""
+  finite = [
+    jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)
+  ]
+  return jnp.all(jnp.stack(finite)) if finite else jnp.bool_(True)
+
+
 def make_eval_step(graphdef, *, data_format: str):
   """jitted (params, rest, batch) -> `metric_sums` of the batch, dropout off."""
 
