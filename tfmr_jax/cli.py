@@ -156,8 +156,8 @@ def _run(command: str, fv: flags.FlagValues) -> int:
         stop_at_step=fv.stop_at_step,
         allow_config_change=fv.allow_config_change,
       )
-    except train_lib.NonFiniteLossError as e:
-      print(f"tfmr-jax train: {e}", file=sys.stderr)
+    except (train_lib.NonFiniteLossError, train_lib.CheckpointWriteError) as e:
+      print(f"tfmr-jax train: {e}", file=sys.stderr)  # earlier checkpoints are kept
       return 1
     print(json.dumps(metrics))
     if metrics.get("stopped") in ("SIGINT", "SIGTERM"):

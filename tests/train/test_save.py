@@ -17,6 +17,8 @@ from tfmr_jax.train import loop as loop_lib
 from tfmr_jax.train import optim as optim_lib
 from tfmr_jax.train.checkpoint import Checkpointer
 
+REVERSE = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "reverse.py")
+
 
 def _blow_up_at_update(n: int):
   """build_optimizer, whose update number `n` (1-based) is scaled by inf."""
@@ -108,3 +110,23 @@ def test_a_full_disk_is_one_error_and_the_earlier_checkpoints_are_untouched(smal
   checkpoints.close()
   filler.unlink()
   _assert_only_intact_5_and_10(directory)
+
+
+def test_the_cli_reports_a_failed_write_in_one_line_and_exits_1(tmp_path, monkeypatch, capsys):
+  from tfmr_jax import cli
+
+  def disk_full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+  monkeypatch.setattr(ocp.StandardCheckpointHandler, "async_save", disk_full)
+  workdir = str(tmp_path / "run")
+  rc = cli.main(
+    ["train", "--config", REVERSE, "--workdir", workdir]
+    + ["--config.train.num_steps=2", "--config.optim.warmup_steps=0"]
+    + ["--config.train.progress_bar=false", "--config.train.tensorboard=false"]
+  )
+  err = capsys.readouterr().err
+  assert rc == 1
+  assert "tfmr-jax train: " in err and "No space left on device" in err
+  assert "Traceback" not in err
+  assert not [name for name in os.listdir(os.path.join(workdir, "checkpoints")) if "tmp" in name]
