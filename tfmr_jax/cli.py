@@ -127,6 +127,13 @@ def main(argv: list[str] | None = None) -> int:
     return _run(command, fv)
   except (flags.Error, config_lib.ConfigError, CorpusError, FileNotFoundError) as e:
     return _fail(command, e)
+  except KeyboardInterrupt:  # a second Ctrl-C: stop now, keeping only complete checkpoints
+    print(
+      f"tfmr-jax {command}: interrupted; a checkpoint being written was discarded, the "
+      "complete ones are kept: rerun the same command to resume",
+      file=sys.stderr,
+    )
+    return 128 + signal.SIGINT.value
 
 
 def _reason(error: Exception) -> str:

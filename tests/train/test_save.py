@@ -130,3 +130,24 @@ def test_the_cli_reports_a_failed_write_in_one_line_and_exits_1(tmp_path, monkey
   assert "tfmr-jax train: " in err and "No space left on device" in err
   assert "Traceback" not in err
   assert not [name for name in os.listdir(os.path.join(workdir, "checkpoints")) if "tmp" in name]
+
+
+def test_a_second_ctrl_c_during_a_save_is_one_line_and_leaves_no_partial_checkpoint(
+  tmp_path, monkeypatch, capsys
+):
+  from tfmr_jax import cli
+
+  def interrupted(*args, **kwargs):
+    raise KeyboardInterrupt  # what the second Ctrl-C raises inside the save
+
+  monkeypatch.setattr(ocp.StandardCheckpointHandler, "async_save", interrupted)
+  workdir = str(tmp_path / "run")
+  rc = cli.main(
+    ["train", "--config", REVERSE, "--workdir", workdir]
+    + ["--config.train.num_steps=2", "--config.optim.warmup_steps=0"]
+    + ["--config.train.progress_bar=false", "--config.train.tensorboard=false"]
+  )
+  err = capsys.readouterr().err
+  assert rc == 130 and "Traceback" not in err
+  assert "interrupted; a checkpoint being written was discarded" in err
+  assert os.listdir(os.path.join(workdir, "checkpoints")) == []

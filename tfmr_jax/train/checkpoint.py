@@ -75,8 +75,13 @@ class Checkpointer:
 
   def __init__(self, directory: str, *, keep: int):
     self.directory = os.path.abspath(directory)
+    # A save cut short (kill -9, a second Ctrl-C) leaves a temporary directory that no
+    # restore reads; the next Checkpointer on this directory removes it.
     options = ocp.CheckpointManagerOptions(
-      max_to_keep=keep, create=True, enable_async_checkpointing=False
+      max_to_keep=keep,
+      create=True,
+      enable_async_checkpointing=False,
+      cleanup_tmp_directories=True,
     )
     try:
       self._manager = ocp.CheckpointManager(
@@ -109,10 +114,12 @@ class Checkpointer:
     try:
       self._manager.save(step, args=ocp.args.StandardSave(saveable), custom_metadata=metadata)
       self._manager.wait_until_finished()
-    except Exception as e:  # orbax and tensorstore report a failed write as several types
+    except BaseException as e:  # orbax and tensorstore report a failed write as several types
       for partial in glob.glob(os.path.join(self.directory, f"{step}{_TMP_SUFFIX}*")):
         shutil.rmtree(partial, ignore_errors=True)
       self._manager.reload()
+      if not isinstance(e, Exception):  # a second Ctrl-C: the partial save is gone, stop
+        raise
       raise CheckpointWriteError(
         f"cannot write the checkpoint of step {step} in {self.directory}: "
         f"{type(e).__name__}: {e}; the earlier checkpoints are untouched"
