@@ -127,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     return _run(command, fv)
   except (flags.Error, config_lib.ConfigError, CorpusError, FileNotFoundError) as e:
     return _fail(command, e)
+  except OSError as e:  # the machine failed the run (a full disk writing logs, say): one line
+    print(f"tfmr-jax {command}: {e}", file=sys.stderr)
+    return 1
   except KeyboardInterrupt:  # a second Ctrl-C: stop now, keeping only complete checkpoints
     print(
       f"tfmr-jax {command}: interrupted; a checkpoint being written was discarded, the "

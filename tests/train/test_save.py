@@ -151,3 +151,21 @@ def test_a_second_ctrl_c_during_a_save_is_one_line_and_leaves_no_partial_checkpo
   assert rc == 130 and "Traceback" not in err
   assert "interrupted; a checkpoint being written was discarded" in err
   assert os.listdir(os.path.join(workdir, "checkpoints")) == []
+
+
+def test_a_full_disk_while_writing_the_logs_is_one_line_and_exit_1(tmp_path, monkeypatch, capsys):
+  from tfmr_jax import cli
+  from tfmr_jax.train import metrics_log
+
+  def disk_full(self, *args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "run" / "metrics.jsonl"))
+
+  monkeypatch.setattr(metrics_log.MetricsLog, "write", disk_full)
+  rc = cli.main(
+    ["train", "--config", REVERSE, "--workdir", str(tmp_path / "run")]
+    + ["--config.train.num_steps=2", "--config.optim.warmup_steps=0"]
+    + ["--config.train.progress_bar=false", "--config.train.tensorboard=false"]
+  )
+  err = capsys.readouterr().err
+  assert rc == 1 and "Traceback" not in err
+  assert f"No space left on device: '{tmp_path}/run/metrics.jsonl'" in err
