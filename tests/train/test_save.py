@@ -112,19 +112,24 @@ def test_a_full_disk_is_one_error_and_the_earlier_checkpoints_are_untouched(smal
   _assert_only_intact_5_and_10(directory)
 
 
-def test_the_cli_reports_a_failed_write_in_one_line_and_exits_1(tmp_path, monkeypatch, capsys):
+def _train_two_steps_from_the_cli(workdir: str) -> int:
+  """`tfmr-jax train` of the reverse recipe for 2 steps in `workdir`; its exit code."""
   from tfmr_jax import cli
 
+  return cli.main(
+    ["train", "--config", REVERSE, "--workdir", workdir]
+    + ["--config.train.num_steps=2", "--config.optim.warmup_steps=0"]
+    + ["--config.train.progress_bar=false", "--config.train.tensorboard=false"]
+  )
+
+
+def test_the_cli_reports_a_failed_write_in_one_line_and_exits_1(tmp_path, monkeypatch, capsys):
   def disk_full(*args, **kwargs):
     raise OSError(errno.ENOSPC, "No space left on device")
 
   monkeypatch.setattr(ocp.StandardCheckpointHandler, "async_save", disk_full)
   workdir = str(tmp_path / "run")
-  rc = cli.main(
-    ["train", "--config", REVERSE, "--workdir", workdir]
-    + ["--config.train.num_steps=2", "--config.optim.warmup_steps=0"]
-    + ["--config.train.progress_bar=false", "--config.train.tensorboard=false"]
-  )
+  rc = _train_two_steps_from_the_cli(workdir)
   err = capsys.readouterr().err
   assert rc == 1
   assert "tfmr-jax train: " in err and "No space left on device" in err
@@ -135,18 +140,12 @@ def test_the_cli_reports_a_failed_write_in_one_line_and_exits_1(tmp_path, monkey
 def test_a_second_ctrl_c_during_a_save_is_one_line_and_leaves_no_partial_checkpoint(
   tmp_path, monkeypatch, capsys
 ):
-  from tfmr_jax import cli
-
   def interrupted(*args, **kwargs):
     raise KeyboardInterrupt  # what the second Ctrl-C raises inside the save
 
   monkeypatch.setattr(ocp.StandardCheckpointHandler, "async_save", interrupted)
   workdir = str(tmp_path / "run")
-  rc = cli.main(
-    ["train", "--config", REVERSE, "--workdir", workdir]
-    + ["--config.train.num_steps=2", "--config.optim.warmup_steps=0"]
-    + ["--config.train.progress_bar=false", "--config.train.tensorboard=false"]
-  )
+  rc = _train_two_steps_from_the_cli(workdir)
   err = capsys.readouterr().err
   assert rc == 130 and "Traceback" not in err
   assert "interrupted; a checkpoint being written was discarded" in err
@@ -154,18 +153,13 @@ def test_a_second_ctrl_c_during_a_save_is_one_line_and_leaves_no_partial_checkpo
 
 
 def test_a_full_disk_while_writing_the_logs_is_one_line_and_exit_1(tmp_path, monkeypatch, capsys):
-  from tfmr_jax import cli
   from tfmr_jax.train import metrics_log
 
   def disk_full(self, *args, **kwargs):
     raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "run" / "metrics.jsonl"))
 
   monkeypatch.setattr(metrics_log.MetricsLog, "write", disk_full)
-  rc = cli.main(
-    ["train", "--config", REVERSE, "--workdir", str(tmp_path / "run")]
-    + ["--config.train.num_steps=2", "--config.optim.warmup_steps=0"]
-    + ["--config.train.progress_bar=false", "--config.train.tensorboard=false"]
-  )
+  rc = _train_two_steps_from_the_cli(str(tmp_path / "run"))
   err = capsys.readouterr().err
   assert rc == 1 and "Traceback" not in err
   assert f"No space left on device: '{tmp_path}/run/metrics.jsonl'" in err
