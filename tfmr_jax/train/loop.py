@@ -5,8 +5,8 @@
 
 Top to bottom: validate the config (a resume must match the recorded run); build the
 task, the model and the optimizer; restore the newest intact checkpoint if the work
-directory has one, then record the config; then step,
-logging, evaluating and checkpointing on their schedules; evaluate at the end.
+directory has one, then record the config; then step, logging, evaluating and
+checkpointing on their schedules; evaluate at the end.
 Data is a pure function of (seed, step) and the checkpoint holds everything else,
 so a resumed run takes exactly the steps the uninterrupted one would.
 """
