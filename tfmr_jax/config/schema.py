@@ -79,6 +79,10 @@ SECTION_FIELDS: dict[str, dict[str, tuple[Any, Rule]]] = {
     "share_embeddings": (False, Rule(bool)),  # encoder_decoder: one table for src and tgt
     # None = tj.attention's own choice for the backend and shapes.
     "attention_implementation": (None, Rule(str, optional=True)),
+    # Mixed precision: compute in dtype, parameters (and optimizer state) in param_dtype;
+    # "float32" | "bfloat16". Norm statistics, softmax, logits and the loss stay float32.
+    "dtype": ("float32", Rule(str)),
+    "param_dtype": ("float32", Rule(str)),
   },
   "optim": {
     "name": ("adamw", choice("adamw", "adam", what="optimizer")),
