@@ -29,6 +29,8 @@ def model_config(model, *, vocab_size: int, max_len: int) -> TransformerConfig:
     positions=model["positions"],
     activation=model["activation"],
     attention_implementation=model["attention_implementation"],
+    dtype=model["dtype"],
+    param_dtype=model["param_dtype"],
   )
   if model["kind"] == "gpt":
     return TransformerConfig.gpt(**fields)

@@ -79,6 +79,10 @@ SECTION_FIELDS: dict[str, dict[str, tuple[Any, Rule]]] = {
     "share_embeddings": (False, Rule(bool)),  # encoder_decoder: one table for src and tgt
     # None = tj.attention's own choice for the backend and shapes.
     "attention_implementation": (None, Rule(str, optional=True)),
+    # Mixed precision: compute in dtype, parameters (and optimizer state) in param_dtype;
+    # "float32" | "bfloat16". Norm statistics, softmax, logits and the loss stay float32.
+    "dtype": ("float32", Rule(str)),
+    "param_dtype": ("float32", Rule(str)),
   },
   "optim": {
     "name": ("adamw", choice("adamw", "adam", what="optimizer")),
@@ -97,6 +101,9 @@ SECTION_FIELDS: dict[str, dict[str, tuple[Any, Rule]]] = {
     "seed": (0, non_negative_int()),
     "num_steps": (1000, positive_int()),
     "batch_size": (64, positive_int()),
+    # Split each batch into this many micro-batches, accumulate their gradients, update
+    # once: the same step as the whole batch (up to round-off) in less activation memory.
+    "grad_accum_steps": (1, positive_int()),
     "eval_every": (500, positive_int()),
     "eval_batch_size": (500, positive_int()),
     "log_every": (50, positive_int()),

@@ -86,6 +86,12 @@ def _check_relations(c: dict) -> None:
         f"config.task.test_size = {task['test_size']}: must be at most {limit} for "
         f"{symbols**length} possible sequences"
       )
+  if train["batch_size"] % train["grad_accum_steps"]:
+    raise ConfigError(
+      f"config.train.batch_size = {train['batch_size']}: must be a multiple of "
+      f"config.train.grad_accum_steps = {train['grad_accum_steps']} (the batch is split "
+      "into that many equal micro-batches)"
+    )
   recorded_sha256 = task.get("corpus_content_sha256", "")
   if not re.fullmatch(r"|[0-9a-f]{64}", recorded_sha256):
     raise ConfigError(
@@ -114,7 +120,14 @@ def _check_cudnn(model: dict, *, backend: str) -> None:
 
 
 def check_devices(config, num_devices: int) -> None:
-  """Batch sizes must split evenly over the data-parallel devices."""
+  """Batch sizes must split evenly over the data-parallel devices (each micro-batch too)."""
+  accum = config.train.grad_accum_steps
+  if accum > 1 and config.train.batch_size % (accum * num_devices):
+    raise ConfigError(
+      f"config.train.batch_size = {config.train.batch_size}: must be a multiple of "
+      f"config.train.grad_accum_steps = {accum} times the {num_devices} devices each "
+      "micro-batch is split over"
+    )
   for field in ("batch_size", "eval_batch_size"):
     value = config.train[field]
     if value % num_devices:

@@ -60,6 +60,11 @@ class TransformerConfig:
     tgt_vocab_size: the encoder-decoder's target vocabulary; None = vocab_size.
     num_decoder_layers: the encoder-decoder's decoder layers; None = num_layers.
     share_embeddings: the encoder-decoder's source and target share one table.
+    dtype: the compute dtype of activations and matmuls, "float32" or "bfloat16".
+      LayerNorm statistics, the attention softmax, the logits and the loss stay
+      float32 whatever it is. "float16" is refused: it needs dynamic loss scaling.
+    param_dtype: the dtype parameters are stored in (and so the optimizer state):
+      "float32" (master weights; the usual choice with bfloat16 compute) or "bfloat16".
   """
 
   vocab_size: int
@@ -83,6 +88,8 @@ class TransformerConfig:
   tgt_vocab_size: int | None = None
   num_decoder_layers: int | None = None
   share_embeddings: bool = False
+  dtype: str = "float32"
+  param_dtype: str = "float32"
 
   def __post_init__(self):
     for name in ("vocab_size", "max_len", "num_layers", "d_model", "num_heads"):
@@ -118,6 +125,7 @@ class TransformerConfig:
       raise ModelConfigError(
         "attention_implementation", impl, f"must be None or one of {IMPLEMENTATIONS}"
       )
+    _check_dtypes(self.dtype, self.param_dtype)
     resolved = {
       "d_ff": 4 * self.d_model if self.d_ff is None else self.d_ff,
       "tgt_vocab_size": self.vocab_size if self.tgt_vocab_size is None else self.tgt_vocab_size,
@@ -169,6 +177,22 @@ class TransformerConfig:
     post-LN, sinusoidal positions, ReLU. vocab_size and max_len are required."""
     base = {"num_layers": 6, "d_model": 512, "num_heads": 8, "d_ff": 2048, "dropout": 0.1}
     return cls(**{**base, **overrides})
+
+
+DTYPES = ("float32", "bfloat16")
+
+
+def _check_dtypes(dtype, param_dtype) -> None:
+  if dtype == "float16":
+    raise ModelConfigError(
+      "dtype",
+      dtype,
+      "float16 compute needs dynamic loss scaling, which is not built; use 'bfloat16' "
+      "(float32's exponent range, no scaling needed) or 'float32'",
+    )
+  for name, value in (("dtype", dtype), ("param_dtype", param_dtype)):
+    if not isinstance(value, str) or value not in DTYPES:
+      raise ModelConfigError(name, value, f"must be one of {DTYPES}")
 
 
 def _is_number(value) -> bool:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from flax import nnx
 
 from tfmr_jax.models.config import TransformerConfig
-from tfmr_jax.models.parts import check_tokens, key_padding_mask, run_layers
+from tfmr_jax.models.parts import check_tokens, key_padding_mask, logits_head, run_layers
 from tfmr_jax.models.stack import EmbeddedStack
 
 
@@ -22,7 +22,8 @@ class TransformerEncoder(EmbeddedStack):
 
   Reads from `config`: vocab_size, max_len, num_layers, d_model, num_heads,
   num_kv_heads, d_ff, dropout, norm, positions, activation, ln_eps,
-  scale_embeddings, use_bias, init_std, attention_implementation, num_outputs.
+  scale_embeddings, use_bias, init_std, attention_implementation, num_outputs, dtype,
+  param_dtype. The head's logits are float32 whatever the compute dtype.
   `attention_fn` overrides the op every layer runs.
   """
 
@@ -31,12 +32,13 @@ class TransformerEncoder(EmbeddedStack):
   ):
     super().__init__(config, rngs=rngs, attention_fn=attention_fn)
     c = self.config
-    self.head = None if c.num_outputs is None else nnx.Linear(c.d_model, c.num_outputs, rngs=rngs)
+    self.head = None if c.num_outputs is None else logits_head(c.num_outputs, c, rngs=rngs)
 
   def __call__(self, tokens_BT, valid_BT=None):
     """tokens_BT: int ids; valid_BT: bool, True = real token (padded keys are never attended).
 
-    Returns logits_BTO, or the final hidden states [B, T, D] without a head.
+    Returns logits_BTO (float32), or the final hidden states [B, T, D] (in the compute
+    dtype) without a head.
     """
     check_tokens(
       "tokens_BT", tokens_BT, max_len=self.config.max_len, vocab_size=self.config.vocab_size

@@ -31,7 +31,9 @@ from tfmr_jax.models.parts import (
   embedding_init,
   extend_layers,
   key_padding_mask,
+  logits_head,
   make_layers,
+  precision,
   run_layers,
 )
 from tfmr_jax.nn import (
@@ -67,7 +69,8 @@ class EncoderDecoderTransformer(nnx.Module):
   Reads from `config` what `TransformerEncoder` reads (its num_outputs aside: the
   encoder here has no head), and tgt_vocab_size, num_decoder_layers,
   share_embeddings (one table for source and target) and tie_output (the output
-  layer is the target embedding transposed; the paper shares all three matrices).
+  layer is the target embedding transposed; the paper shares all three matrices),
+  dtype and param_dtype (the logits are float32 whatever the compute dtype).
   `attention_fn` overrides the op every layer runs.
   """
 
@@ -78,16 +81,21 @@ class EncoderDecoderTransformer(nnx.Module):
     self.encoder = TransformerEncoder(
       dataclasses.replace(c, num_outputs=None), attention_fn=attention_fn, rngs=rngs
     )
-    init = embedding_init(c)
+    init, dtypes = embedding_init(c), precision(c)
     self.tgt_embedding = (
       None
       if c.share_embeddings
       else TokenEmbedding(
-        c.tgt_vocab_size, c.d_model, scale=c.scale_embeddings, embedding_init=init, rngs=rngs
+        c.tgt_vocab_size,
+        c.d_model,
+        scale=c.scale_embeddings,
+        embedding_init=init,
+        **dtypes,
+        rngs=rngs,
       )
     )
     self.tgt_positions = PositionEmbedding(
-      c.max_len, c.d_model, kind=c.positions, embedding_init=init, rngs=rngs
+      c.max_len, c.d_model, kind=c.positions, embedding_init=init, **dtypes, rngs=rngs
     )
     self.tgt_dropout = make_dropout(c.dropout, rngs)
     self.decoder_layers = make_layers(
@@ -98,9 +106,9 @@ class EncoderDecoderTransformer(nnx.Module):
       rngs=rngs,
     )
     self.decoder_norm = (
-      layer_norm(c.d_model, epsilon=c.ln_eps, rngs=rngs) if c.norm == "pre" else None
+      layer_norm(c.d_model, epsilon=c.ln_eps, **dtypes, rngs=rngs) if c.norm == "pre" else None
     )
-    self.output = None if c.tie_output else nnx.Linear(c.d_model, c.tgt_vocab_size, rngs=rngs)
+    self.output = None if c.tie_output else logits_head(c.tgt_vocab_size, c, rngs=rngs)
 
   @property
   def _tgt_embedding(self) -> TokenEmbedding:

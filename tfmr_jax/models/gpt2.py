@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from tfmr_jax.models.config import TransformerConfig
-from tfmr_jax.models.parts import check_tokens, extend_layers, run_layers
+from tfmr_jax.models.parts import check_tokens, extend_layers, logits_head, run_layers
 from tfmr_jax.models.stack import EmbeddedStack
 from tfmr_jax.nn import KVCache
 from tfmr_jax.ops.guards import check_positive
@@ -32,7 +32,8 @@ class GPT2(EmbeddedStack):
 
   Reads from `config`: vocab_size, max_len, num_layers, d_model, num_heads,
   num_kv_heads, d_ff, dropout, norm, positions, activation, ln_eps,
-  scale_embeddings, use_bias, init_std, attention_implementation, tie_output.
+  scale_embeddings, use_bias, init_std, attention_implementation, tie_output, dtype,
+  param_dtype. The logits are float32 whatever the compute dtype.
   `attention_fn` overrides the op every layer runs (e.g. a recording spy in tests).
   """
 
@@ -41,7 +42,7 @@ class GPT2(EmbeddedStack):
   ):
     super().__init__(config, rngs=rngs, attention_fn=attention_fn)
     c = self.config
-    self.head = None if c.tie_output else nnx.Linear(c.d_model, c.vocab_size, rngs=rngs)
+    self.head = None if c.tie_output else logits_head(c.vocab_size, c, rngs=rngs)
 
   def _logits(self, x_BTD):
     x_BTD = self.normed(x_BTD)
@@ -55,9 +56,11 @@ class GPT2(EmbeddedStack):
     return self._logits(run_layers(self.layers, self.embed(tokens_BT), is_causal=True))
 
   def init_cache(
-    self, batch_size: int, max_len: int | None = None, *, dtype=jnp.float32
+    self, batch_size: int, max_len: int | None = None, *, dtype=None
   ) -> tuple[KVCache, ...]:
-    """An empty KV cache, one `KVCache` per layer, for up to `max_len` (default P) positions."""
+    """An empty KV cache, one `KVCache` per layer, for up to `max_len` (default P) positions,
+    in `dtype` (None: the config's compute dtype)."""
+    dtype = jnp.dtype(self.config.dtype) if dtype is None else dtype
     max_len = self.config.max_len if max_len is None else max_len
     check_positive("max_len", max_len)
     if max_len > self.config.max_len:

@@ -6,6 +6,7 @@ Hugging Face's Conv1D layers store weights [in, out], as nnx.Linear does, so ker
 copy over as they are; the fused `c_attn` [D, 3 D] splits into query, key and value.
 """
 
+import dataclasses
 from collections.abc import Callable, Mapping
 
 import jax
@@ -83,11 +84,17 @@ def _hf_shapes(c: TransformerConfig) -> dict[str, tuple[int, ...]]:
 
 
 def _set(variable, array) -> None:
-  variable.set_value(jnp.asarray(array, jnp.float32))
+  """Load `array` into `variable` in the variable's own dtype (the config's param_dtype)."""
+  variable.set_value(jnp.asarray(array, variable.get_value().dtype))
 
 
 def from_hf(
-  state_dict: Mapping[str, np.ndarray], config: Mapping, *, attention_fn: Callable | None = None
+  state_dict: Mapping[str, np.ndarray],
+  config: Mapping,
+  *,
+  attention_fn: Callable | None = None,
+  dtype: str = "float32",
+  param_dtype: str = "float32",
 ) -> GPT2:
   """A GPT2 holding Hugging Face GPT-2 weights.
 
@@ -96,12 +103,14 @@ def from_hf(
       returns them; names may carry a `transformer.` prefix; `lm_head.weight`, if
       present, must equal `wte.weight` (GPT-2's head is tied).
     config: the HF `config.json` as a dict.
+    dtype, param_dtype: the model's compute and parameter dtypes (`TransformerConfig`'s
+      fields); the weights are cast to param_dtype as they load.
 
   Raises ValueError naming the key on a missing or unexpected key, naming the
   key and both shapes on a wrong shape, and naming the key and dtype on a weight
   that is not floating point.
   """
-  c = config_from_hf(config)
+  c = dataclasses.replace(config_from_hf(config), dtype=dtype, param_dtype=param_dtype)
   weights = {k.removeprefix("transformer."): v for k, v in state_dict.items()}
   lm_head = weights.pop("lm_head.weight", None)
   expected = _hf_shapes(c)

@@ -90,6 +90,20 @@ def attention_fn_of(config: TransformerConfig, attention_fn: Callable | None) ->
   return functools.partial(attention, implementation=config.attention_implementation)
 
 
+def precision(config: TransformerConfig) -> dict:
+  """{"dtype", "param_dtype"} of `config` as jnp dtypes: the keywords every module takes."""
+  return {"dtype": jnp.dtype(config.dtype), "param_dtype": jnp.dtype(config.param_dtype)}
+
+
+def logits_head(num_outputs: int, config: TransformerConfig, *, rngs) -> nnx.Linear:
+  """An untied output layer [B, T, D] -> [B, T, O]: parameters in param_dtype, computed in
+  float32 (a bfloat16 stream is upcast), so the logits are float32 whatever the dtype."""
+  param_dtype = precision(config)["param_dtype"]
+  return nnx.Linear(
+    config.d_model, num_outputs, dtype=jnp.float32, param_dtype=param_dtype, rngs=rngs
+  )
+
+
 def embedding_init(config: TransformerConfig):
   """Token and learned-position initializer: GPT-2's normal(init_std), or the modules' own."""
   return None if config.init_std is None else nnx.initializers.normal(config.init_std)
@@ -116,6 +130,7 @@ def make_layers(block, num_layers: int, config: TransformerConfig, *, attention_
         attention_fn=attention_fn,
         kernel_init=kernel_init,
         out_kernel_init=out_kernel_init,
+        **precision(config),
         rngs=rngs,
       )
       for _ in range(num_layers)

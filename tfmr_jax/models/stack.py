@@ -16,7 +16,13 @@ import jax.numpy as jnp
 from flax import nnx
 
 from tfmr_jax.models.config import TransformerConfig
-from tfmr_jax.models.parts import attention_fn_of, check_config, embedding_init, make_layers
+from tfmr_jax.models.parts import (
+  attention_fn_of,
+  check_config,
+  embedding_init,
+  make_layers,
+  precision,
+)
 from tfmr_jax.nn import EncoderBlock, PositionEmbedding, TokenEmbedding, layer_norm, make_dropout
 
 
@@ -25,27 +31,27 @@ class EmbeddedStack(nnx.Module):
 
   Reads from `config`: vocab_size, max_len, num_layers, d_model, num_heads,
   num_kv_heads, d_ff, dropout, norm, positions, activation, ln_eps,
-  scale_embeddings, use_bias, init_std, attention_implementation.
-  `attention_fn` overrides the op every layer runs.
+  scale_embeddings, use_bias, init_std, attention_implementation, dtype, param_dtype.
+  `attention_fn` overrides the op every layer runs. The stream x_BTD is in `dtype`.
   """
 
   def __init__(
     self, config: TransformerConfig, *, rngs: nnx.Rngs, attention_fn: Callable | None = None
   ):
     c = self.config = check_config(config)
-    init = embedding_init(c)
+    init, dtypes = embedding_init(c), precision(c)
     self.token_embedding = TokenEmbedding(
-      c.vocab_size, c.d_model, scale=c.scale_embeddings, embedding_init=init, rngs=rngs
+      c.vocab_size, c.d_model, scale=c.scale_embeddings, embedding_init=init, **dtypes, rngs=rngs
     )
     self.position_embedding = PositionEmbedding(
-      c.max_len, c.d_model, kind=c.positions, embedding_init=init, rngs=rngs
+      c.max_len, c.d_model, kind=c.positions, embedding_init=init, **dtypes, rngs=rngs
     )
     self.embedding_dropout = make_dropout(c.dropout, rngs)
     self.layers = make_layers(
       EncoderBlock, c.num_layers, c, attention_fn=attention_fn_of(c, attention_fn), rngs=rngs
     )
     self.final_norm = (
-      layer_norm(c.d_model, epsilon=c.ln_eps, rngs=rngs) if c.norm == "pre" else None
+      layer_norm(c.d_model, epsilon=c.ln_eps, **dtypes, rngs=rngs) if c.norm == "pre" else None
     )
 
   def embed(self, tokens_BT, offset=0):

@@ -53,6 +53,8 @@ class SingleHeadAttention(nnx.Module):
     use_bias: bool = False,
     attention_fn: Callable = attention,
     sow_attention: bool = False,
+    dtype=None,
+    param_dtype=jnp.float32,
     rngs: nnx.Rngs,
   ):
     d_v = d_k if d_v is None else d_v
@@ -60,9 +62,10 @@ class SingleHeadAttention(nnx.Module):
       check_positive(name, value)
     self.d_k, self.d_v = d_k, d_v
     self.attention_fn, self.sow_attention = attention_fn, sow_attention
-    self.query = nnx.Linear(d_model, d_k, use_bias=use_bias, rngs=rngs)
-    self.key = nnx.Linear(d_model, d_k, use_bias=use_bias, rngs=rngs)
-    self.value = nnx.Linear(d_model, d_v, use_bias=use_bias, rngs=rngs)
+    precision = dict(dtype=dtype, param_dtype=param_dtype)
+    self.query = nnx.Linear(d_model, d_k, use_bias=use_bias, rngs=rngs, **precision)
+    self.key = nnx.Linear(d_model, d_k, use_bias=use_bias, rngs=rngs, **precision)
+    self.value = nnx.Linear(d_model, d_v, use_bias=use_bias, rngs=rngs, **precision)
 
   def __call__(
     self,
@@ -118,6 +121,9 @@ class MultiHeadAttention(nnx.Module):
     sow_attention: sow the attention weights (see the module docstring); normally
       switched on by `capture_attention` in a copy, not here.
     kernel_init: initializer of the q, k, v kernels; out_kernel_init of the output kernel.
+    dtype: compute dtype of the projections, so of q, k, v and the output (None:
+      promoted from input and parameters); the attention op keeps its softmax in
+      float32. param_dtype: of the kernels and biases.
   """
 
   def __init__(
@@ -133,6 +139,8 @@ class MultiHeadAttention(nnx.Module):
     sow_attention: bool = False,
     kernel_init=None,
     out_kernel_init=None,
+    dtype=None,
+    param_dtype=jnp.float32,
     rngs: nnx.Rngs,
   ):
     check_positive("d_model", d_model)
@@ -158,12 +166,21 @@ class MultiHeadAttention(nnx.Module):
       head_dim,
     )
     self.attention_fn, self.sow_attention = attention_fn, sow_attention
+    self.dtype = dtype
     kernel_init = _default_init if kernel_init is None else kernel_init
     out_kernel_init = kernel_init if out_kernel_init is None else out_kernel_init
     N, K, H = num_heads, num_kv_heads, head_dim
 
     def linear(d_in, d_out, init):
-      return nnx.Linear(d_in, d_out, use_bias=use_bias, kernel_init=init, rngs=rngs)
+      return nnx.Linear(
+        d_in,
+        d_out,
+        use_bias=use_bias,
+        kernel_init=init,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        rngs=rngs,
+      )
 
     self.query = linear(d_model, N * H, kernel_init)
     self.key = linear(d_model, K * H, kernel_init)
@@ -235,6 +252,9 @@ class MultiHeadAttention(nnx.Module):
     mask = combine_masks(cache.causal_mask(x_BTD.shape[1]), mask)
     return self.attend(x_BTD, cache.k_BSKH, cache.v_BSKH, mask=mask, bias=bias), cache
 
-  def init_cache(self, batch_size: int, max_len: int, *, dtype=jnp.float32) -> KVCache:
-    """An empty self-attention cache for `max_len` positions."""
+  def init_cache(self, batch_size: int, max_len: int, *, dtype=None) -> KVCache:
+    """An empty self-attention cache for `max_len` positions, in `dtype` (None: the
+    module's compute dtype, float32 if it has none)."""
+    if dtype is None:
+      dtype = jnp.float32 if self.dtype is None else self.dtype
     return KVCache.zeros(batch_size, max_len, self.num_kv_heads, self.head_dim, dtype=dtype)

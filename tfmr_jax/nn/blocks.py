@@ -9,6 +9,7 @@ KV-cache decoding goes through `extend`, which returns (x_BTD, cache).
 
 from collections.abc import Callable
 
+import jax.numpy as jnp
 from flax import nnx
 
 from tfmr_jax.nn.attention import MultiHeadAttention
@@ -35,13 +36,22 @@ class _Sublayers:
       attention_fn=o["attention_fn"],
       kernel_init=o["kernel_init"],
       out_kernel_init=o["out_kernel_init"],
+      **self.precision(),
       rngs=self.rngs,
     )
+
+  def precision(self) -> dict:
+    return {"dtype": self.options["dtype"], "param_dtype": self.options["param_dtype"]}
 
   def residual(self):
     o = self.options
     return Residual(
-      self.d_model, norm=o["norm"], dropout=o["dropout"], epsilon=o["ln_eps"], rngs=self.rngs
+      self.d_model,
+      norm=o["norm"],
+      dropout=o["dropout"],
+      epsilon=o["ln_eps"],
+      **self.precision(),
+      rngs=self.rngs,
     )
 
   def feed_forward(self):
@@ -53,6 +63,7 @@ class _Sublayers:
       use_bias=o["use_bias"],
       kernel_init=o["kernel_init"],
       out_kernel_init=o["out_kernel_init"],
+      **self.precision(),
       rngs=self.rngs,
     )
 
@@ -63,7 +74,8 @@ class EncoderBlock(nnx.Module):
   Args are those of the sublayers; `norm` is "post" (the paper) or "pre" (GPT-2),
   `dropout` the residual dropout after each sublayer, `ln_eps` the LayerNorm epsilon,
   `use_bias` biases in every projection. `kernel_init` / `out_kernel_init` go to both
-  sublayers (GPT-2 scales the output ones).
+  sublayers (GPT-2 scales the output ones). `dtype` (compute) and `param_dtype` reach
+  every projection and LayerNorm.
   """
 
   def __init__(
@@ -81,6 +93,8 @@ class EncoderBlock(nnx.Module):
     attention_fn: Callable = attention,
     kernel_init=None,
     out_kernel_init=None,
+    dtype=None,
+    param_dtype=jnp.float32,
     rngs: nnx.Rngs,
   ):
     make = _Sublayers(d_model, num_heads, d_ff, rngs=rngs, **_options(locals()))
@@ -111,7 +125,8 @@ class EncoderBlock(nnx.Module):
 class DecoderBlock(nnx.Module):
   """Masked self-attention, cross-attention over the encoder memory, feed-forward.
 
-  Args as in `EncoderBlock`; kernel_init / out_kernel_init reach all three sublayers.
+  Args as in `EncoderBlock`; kernel_init / out_kernel_init, dtype and param_dtype reach
+  all three sublayers.
   """
 
   def __init__(
@@ -129,6 +144,8 @@ class DecoderBlock(nnx.Module):
     attention_fn: Callable = attention,
     kernel_init=None,
     out_kernel_init=None,
+    dtype=None,
+    param_dtype=jnp.float32,
     rngs: nnx.Rngs,
   ):
     make = _Sublayers(d_model, num_heads, d_ff, rngs=rngs, **_options(locals()))

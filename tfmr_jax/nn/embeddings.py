@@ -3,7 +3,8 @@
 Dimension key: B batch, T positions, D model dim, V vocabulary, P position table length.
 
 Weight tying goes through a method, `TokenEmbedding.attend(x_BTD) -> logits_BTV`,
-never through a Variable shared between two modules.
+never through a Variable shared between two modules. Lookups return `dtype` (the
+compute dtype); `attend` computes the logits in float32 whatever it is.
 """
 
 import jax.numpy as jnp
@@ -20,10 +21,19 @@ class TokenEmbedding(nnx.Module):
 
   With `scale`, the default init is normal with std D^-1/2, so scaled embeddings
   have unit variance and tied logits `attend(x)` stay of order 1.
+  dtype: of the looked-up vectors (None: param_dtype's); param_dtype: of the table.
   """
 
   def __init__(
-    self, vocab_size: int, d_model: int, *, scale: bool = False, embedding_init=None, rngs: nnx.Rngs
+    self,
+    vocab_size: int,
+    d_model: int,
+    *,
+    scale: bool = False,
+    embedding_init=None,
+    dtype=None,
+    param_dtype=jnp.float32,
+    rngs: nnx.Rngs,
   ):
     check_positive("vocab_size", vocab_size)
     check_positive("d_model", d_model)
@@ -31,7 +41,14 @@ class TokenEmbedding(nnx.Module):
       embedding_init = nnx.initializers.normal(d_model**-0.5 if scale else 1.0)
     self.vocab_size, self.d_model = vocab_size, d_model
     self.multiplier = float(d_model**0.5) if scale else 1.0
-    self.embed = nnx.Embed(vocab_size, d_model, embedding_init=embedding_init, rngs=rngs)
+    self.embed = nnx.Embed(
+      vocab_size,
+      d_model,
+      embedding_init=embedding_init,
+      dtype=dtype,
+      param_dtype=param_dtype,
+      rngs=rngs,
+    )
 
   def __call__(self, tokens_BT):
     if not jnp.issubdtype(jnp.result_type(tokens_BT), jnp.integer):
@@ -40,8 +57,12 @@ class TokenEmbedding(nnx.Module):
     return x_BTD * self.multiplier if self.multiplier != 1.0 else x_BTD
 
   def attend(self, x_BTD):
-    """Tied output layer: logits_BTV = x_BTD @ E^T (no scale, no bias)."""
-    return self.embed.attend(x_BTD)
+    """Tied output layer: logits_BTV = x_BTD @ E^T (no scale, no bias), float32 always.
+
+    Both operands are cast to float32 first, so a bfloat16 stream still gets float32
+    logits (the loss's softmax over V is where low precision hurts most)."""
+    E_VD = self.embed.embedding[...].astype(jnp.float32)
+    return jnp.dot(x_BTD.astype(jnp.float32), E_VD.T)
 
 
 class PositionEmbedding(nnx.Module):
@@ -49,6 +70,8 @@ class PositionEmbedding(nnx.Module):
 
   kind: "learned" (a trained table of max_len rows), "sinusoidal" (the paper's
   fixed table, not a parameter) or "none" (zeros: the model sees no positions).
+  dtype: of the returned vectors (None: float32, or the learned table's);
+  param_dtype: of the learned table.
   """
 
   def __init__(
@@ -58,6 +81,8 @@ class PositionEmbedding(nnx.Module):
     *,
     kind: str = "sinusoidal",
     embedding_init=None,
+    dtype=None,
+    param_dtype=jnp.float32,
     rngs: nnx.Rngs,
   ):
     check_positive("max_len", max_len)
@@ -65,14 +90,18 @@ class PositionEmbedding(nnx.Module):
     if kind not in POSITIONS:
       raise ValueError(f"positions must be one of {POSITIONS}, got {kind!r}")
     self.kind, self.max_len, self.d_model = kind, max_len, d_model
+    self.dtype = jnp.float32 if dtype is None else dtype
     if kind == "learned":
       init = nnx.initializers.normal(0.02) if embedding_init is None else embedding_init
-      self.table = nnx.Embed(max_len, d_model, embedding_init=init, rngs=rngs)
+      self.table = nnx.Embed(
+        max_len, d_model, embedding_init=init, dtype=dtype, param_dtype=param_dtype, rngs=rngs
+      )
 
   def __call__(self, positions):
     positions = jnp.asarray(positions)
     if self.kind == "learned":
       return self.table(positions)
     if self.kind == "none":
-      return jnp.zeros((*positions.shape, self.d_model), jnp.float32)
-    return jnp.take(sinusoidal_positions(self.max_len, self.d_model), positions, axis=0)
+      return jnp.zeros((*positions.shape, self.d_model), self.dtype)
+    table_PD = sinusoidal_positions(self.max_len, self.d_model)
+    return jnp.take(table_PD, positions, axis=0).astype(self.dtype)

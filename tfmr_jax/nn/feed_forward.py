@@ -4,6 +4,7 @@ Dimension key: B batch, T positions, D model dim, F feed-forward dim.
 """
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from tfmr_jax.nn.dropout import make_dropout
@@ -26,6 +27,8 @@ class FeedForward(nnx.Module):
     dropout: rate on the hidden activation (the paper's residual dropout lives in
       `Residual`; models leave this 0).
     kernel_init / out_kernel_init: initializers of the first / second kernel.
+    dtype: compute dtype (None: promoted from input and parameters);
+    param_dtype: of the kernels and biases.
   """
 
   def __init__(
@@ -38,6 +41,8 @@ class FeedForward(nnx.Module):
     dropout: float = 0.0,
     kernel_init=None,
     out_kernel_init=None,
+    dtype=None,
+    param_dtype=jnp.float32,
     rngs: nnx.Rngs,
   ):
     check_positive("d_model", d_model)
@@ -47,8 +52,9 @@ class FeedForward(nnx.Module):
     self.activation = activation
     init = {} if kernel_init is None else {"kernel_init": kernel_init}
     out_init = init if out_kernel_init is None else {"kernel_init": out_kernel_init}
-    self.hidden = nnx.Linear(d_model, d_ff, use_bias=use_bias, rngs=rngs, **init)
-    self.out = nnx.Linear(d_ff, d_model, use_bias=use_bias, rngs=rngs, **out_init)
+    precision = dict(dtype=dtype, param_dtype=param_dtype, use_bias=use_bias, rngs=rngs)
+    self.hidden = nnx.Linear(d_model, d_ff, **precision, **init)
+    self.out = nnx.Linear(d_ff, d_model, **precision, **out_init)
     self.dropout = make_dropout(dropout, rngs)
 
   def __call__(self, x_BTD):

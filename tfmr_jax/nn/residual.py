@@ -9,6 +9,7 @@ gradients reach early layers directly, and then needs a final LayerNorm after th
 last block.
 """
 
+import jax.numpy as jnp
 from flax import nnx
 
 from tfmr_jax.nn.dropout import make_dropout
@@ -24,6 +25,8 @@ class Residual(nnx.Module):
   Two methods rather than a `__call__` taking the sublayer: a call's arguments are
   arrays only (so `nnx.tabulate` can show them), and a sublayer that returns more
   than an array (a decoding step returns its cache too) fits in between.
+  dtype / param_dtype: the LayerNorm's output and parameter dtypes (its statistics
+  are float32 whatever they are).
   """
 
   def __init__(
@@ -33,12 +36,16 @@ class Residual(nnx.Module):
     norm: str = "post",
     dropout: float = 0.0,
     epsilon: float = 1e-6,
+    dtype=None,
+    param_dtype=jnp.float32,
     rngs: nnx.Rngs,
   ):
     check_positive("d_model", d_model)
     check_norm(norm)
     self.norm = norm
-    self.layer_norm = layer_norm(d_model, epsilon=epsilon, rngs=rngs)
+    self.layer_norm = layer_norm(
+      d_model, epsilon=epsilon, dtype=dtype, param_dtype=param_dtype, rngs=rngs
+    )
     self.dropout = make_dropout(dropout, rngs)
 
   def sublayer_input(self, x_BTD):

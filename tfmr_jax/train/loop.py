@@ -94,6 +94,7 @@ def train(
       tx,
       data_format=task.format,
       label_smoothing=config.optim.label_smoothing,
+      grad_accum_steps=t.grad_accum_steps,
       debug_checks=t.debug_checks,
     )
     eval_step = make_eval_step(eval_graphdef, data_format=task.format)

@@ -33,14 +33,22 @@ def cross_entropy_BT(logits_BTV, targets_BT, *, label_smoothing: float = 0.0):
   return (1.0 - label_smoothing) * nll_BT + label_smoothing * uniform_BT
 
 
-def mean_loss(logits_BTV, batch: dict, *, label_smoothing: float = 0.0):
-  """float32 []: weighted mean cross-entropy over the batch's weighted tokens.
+def summed_loss(logits_BTV, batch: dict, *, label_smoothing: float = 0.0):
+  """(float32 [] sum of weighted token losses, [] sum of the weights) of a batch.
 
   batch: "targets" int [B, T] and "weights" [B, T] (0 for padding and prompt tokens).
+  Sums, not a mean, so micro-batches add up to the large batch (gradient accumulation).
   """
   loss_BT = cross_entropy_BT(logits_BTV, batch["targets"], label_smoothing=label_smoothing)
   weights_BT = batch["weights"]
-  return jnp.sum(loss_BT * weights_BT) / jnp.maximum(jnp.sum(weights_BT), 1.0)
+  return jnp.sum(loss_BT * weights_BT), jnp.sum(weights_BT)
+
+
+def mean_loss(logits_BTV, batch: dict, *, label_smoothing: float = 0.0):
+  """float32 []: weighted mean cross-entropy over the batch's weighted tokens
+  (`summed_loss`'s sum over its weight, a batch without weight giving 0)."""
+  loss_sum, weight_sum = summed_loss(logits_BTV, batch, label_smoothing=label_smoothing)
+  return loss_sum / jnp.maximum(weight_sum, 1.0)
 
 
 def metric_sums(logits_BTV, targets_BT, weights_BT) -> dict:

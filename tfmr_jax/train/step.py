@@ -5,7 +5,12 @@ is on), `params` (what the optimizer updates) and `rest` (the dropout RNG stream
 by `tfmr_jax.nn.state`. `TrainState` carries them, the optimizer state and the step
 count through `jax.jit`; inside, `merge` rebuilds the model for the loss.
 
-Dimension key: B batch, T length, V vocabulary.
+Gradient accumulation (`grad_accum_steps` k > 1) splits the batch into k micro-batches
+and runs them one after another in a `jax.lax.scan`, summing gradients of the *sum*
+of weighted token losses and the weights; one update then uses sum / total weight,
+the large batch's weighted mean, not a mean of per-micro-batch means.
+
+Dimension key: B batch, T length, V vocabulary, A micro-batches (grad_accum_steps).
 """
 
 import functools
@@ -19,7 +24,7 @@ from flax import nnx
 
 from tfmr_jax.nn import state as model_state
 from tfmr_jax.ops.debug import debug_checks as ops_debug_checks
-from tfmr_jax.train.loss import mean_loss, metric_sums
+from tfmr_jax.train.loss import metric_sums, summed_loss
 
 
 def traced_once(fn):
@@ -72,12 +77,20 @@ def make_train_step(
   *,
   data_format: str,
   label_smoothing: float = 0.0,
+  grad_accum_steps: int = 1,
   debug_checks: bool = False,
 ):
   """jitted (TrainState, batch) -> (TrainState, metrics); the input state is donated.
 
   metrics: "loss" (the optimized objective, label smoothing included) and the
   `metric_sums` of the batch.
+
+  grad_accum_steps: A; with A > 1 the batch of B rows runs as A micro-batches of B / A
+  rows (rows a, a + A, a + 2A, ... form micro-batch a, so each stays spread over the
+  data-parallel devices), accumulated in float32 by a `jax.lax.scan`, then one
+  optimizer update. Gradient, loss and metrics are the large batch's, up to float
+  round-off. Each micro-batch advances the dropout stream, so with dropout on the
+  masks differ from those of the one-batch step (the expectation does not).
 
   debug_checks: check values inside the compiled step (`chex.chexify`): the loss, the
   gradients and the updated parameters must be finite, and so must every attention
@@ -91,16 +104,29 @@ def make_train_step(
     with ops_debug_checks(enabled=debug_checks):  # read by the ops while this traces
       return checked_train_step(state, batch)
 
-  def checked_train_step(state: TrainState, batch: dict):
-    def objective(params, rest):
-      model = model_state.merge(graphdef, params, rest)
-      logits_BTV = forward(model, batch, data_format)
-      loss = mean_loss(logits_BTV, batch, label_smoothing=label_smoothing)
-      rest = model_state.split(model).rest  # the dropout streams, advanced
-      return loss, (rest, metric_sums(logits_BTV, batch["targets"], batch["weights"]))
+  if not isinstance(grad_accum_steps, int) or grad_accum_steps < 1:
+    raise ValueError(f"grad_accum_steps={grad_accum_steps!r}: must be a positive int")
 
-    grad_fn = jax.value_and_grad(objective, has_aux=True)
-    (loss, (rest, sums)), grads = grad_fn(state.params, state.rest)
+  def summed_objective(params, rest, batch: dict):
+    """(weighted loss sum, (rest advanced, weight sum, metric sums)) of one (micro-)batch."""
+    model = model_state.merge(graphdef, params, rest)
+    logits_BTV = forward(model, batch, data_format)
+    loss_sum, weight_sum = summed_loss(logits_BTV, batch, label_smoothing=label_smoothing)
+    rest = model_state.split(model).rest  # the dropout streams, advanced
+    sums = metric_sums(logits_BTV, batch["targets"], batch["weights"])
+    return loss_sum, (rest, weight_sum, sums)
+
+  def mean_objective(params, rest, batch: dict):
+    loss_sum, (rest, weight_sum, sums) = summed_objective(params, rest, batch)
+    return loss_sum / jnp.maximum(weight_sum, 1.0), (rest, sums)
+
+  def checked_train_step(state: TrainState, batch: dict):
+    if grad_accum_steps == 1:
+      grad_fn = jax.value_and_grad(mean_objective, has_aux=True)
+      (loss, (rest, sums)), grads = grad_fn(state.params, state.rest, batch)
+    else:
+      grad_fn = jax.value_and_grad(summed_objective, has_aux=True)
+      loss, rest, sums, grads = _accumulate(grad_fn, state, batch, grad_accum_steps)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     if debug_checks:
@@ -109,6 +135,38 @@ def make_train_step(
 
   step_fn = jax.jit(train_step, donate_argnums=0)
   return chex.chexify(step_fn, async_check=False) if debug_checks else step_fn
+
+
+def _accumulate(grad_fn, state: TrainState, batch: dict, A: int):
+  """(loss, rest, metric sums, grads) of `batch` as A micro-batches: sums over a scan,
+  divided once by the total weight. grad_fn: value_and_grad of `summed_objective`."""
+  B = jax.tree.leaves(batch)[0].shape[0]
+  if B % A:
+    raise ValueError(f"batch of {B} rows cannot split into grad_accum_steps={A} micro-batches")
+  micro_batches = jax.tree.map(lambda x: x.reshape(B // A, A, *x.shape[1:]).swapaxes(0, 1), batch)
+
+  def accumulate(carry, micro_batch):
+    grad_sum, loss_sum, weight_sum, sums, rest = carry
+    (loss, (rest, weight, micro_sums)), grads = grad_fn(state.params, rest, micro_batch)
+    grad_sum = jax.tree.map(lambda total, g: total + g.astype(total.dtype), grad_sum, grads)
+    sums = jax.tree.map(jnp.add, sums, micro_sums)
+    return (grad_sum, loss_sum + loss, weight_sum + weight, sums, rest), None
+
+  first = jax.tree.map(lambda x: x[0], micro_batches)
+  (loss0, (_, weight0, sums0)), _ = jax.eval_shape(grad_fn, state.params, state.rest, first)
+  grad_sum = jax.tree.map(
+    lambda p: jnp.zeros(p.shape, jnp.promote_types(p.dtype, jnp.float32)), state.params
+  )
+  carry = (grad_sum, _zeros(loss0), _zeros(weight0), _zeros(sums0), state.rest)
+  (grad_sum, loss_sum, weight_sum, sums, rest), _ = jax.lax.scan(accumulate, carry, micro_batches)
+  total_weight = jnp.maximum(weight_sum, 1.0)
+  grads = jax.tree.map(lambda g, p: (g / total_weight).astype(p.dtype), grad_sum, state.params)
+  return loss_sum / total_weight, rest, sums, grads
+
+
+def _zeros(tree):
+  """Zeros shaped like the leaves of `tree` (arrays or ShapeDtypeStructs)."""
+  return jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), tree)
 
 
 def _assert_finite(step, **trees) -> None:
