@@ -50,8 +50,8 @@ For comparison the nanoGPT estimate 6 N_params + 12 L D T per token (N_params wi
 the position table, as nanoGPT's get_num_params; attention counted without the causal
 half) is printed beside it.
 
-The models have no param/compute dtype option, so every step runs in float32 (CPU and
-GPU alike); --dtype accepts float32 only.
+--dtype sets the models' compute dtype (`model.dtype`: float32 or bfloat16); parameters
+and optimizer state stay float32, and the matmul ceiling is measured in the same dtype.
 """
 
 import argparse
@@ -87,7 +87,7 @@ from tfmr_jax.train.step import init_state, make_train_step  # noqa: E402
 RESULTS = ROOT / "experiments" / "results"
 RECIPE_FILE = ROOT / "configs" / "char_lm.py"
 IMPLS = ("auto",) + IMPLEMENTATIONS
-DTYPES = ("float32",)
+DTYPES = ("float32", "bfloat16")
 NUM_BATCHES = 8
 # The issue's targets: fraction of the matmul ceiling for the best implementation and auto.
 TARGETS = {"cpu": 0.55, "baby": 0.65}
@@ -138,10 +138,12 @@ def load_recipe(recipe: str):
   return module.get_config(recipe)
 
 
-def recipe_config(recipe: str, impl: str, corpus_path: str | None):
-  """The validated config of `recipe` with the attention implementation of column `impl`."""
+def recipe_config(recipe: str, impl: str, corpus_path: str | None, dtype: str = "float32"):
+  """The validated config of `recipe` with the attention implementation of column `impl`,
+  computing in `dtype`."""
   config = load_recipe(recipe)
   config.model.attention_implementation = None if impl == "auto" else impl
+  config.model.dtype = dtype
   if corpus_path is not None:
     config.task.corpus_path = corpus_path
   return config_lib.validate(config)
@@ -188,7 +190,7 @@ class Column:
 def bench_recipe(recipe: str, impls: list[str], args) -> dict:
   """Times the recipe's training step per implementation, interleaved round by round."""
   backend = jax.default_backend()
-  base = recipe_config(recipe, "auto", args.corpus_path)
+  base = recipe_config(recipe, "auto", args.corpus_path, args.dtype)
   task = make_task(**base.task)
   m, t = base.model, base.train
   B, T = t.batch_size, base.task.block_size
@@ -232,7 +234,7 @@ def bench_recipe(recipe: str, impls: list[str], args) -> dict:
       out["impls"][impl] = {"skipped": f"cudnn needs bf16/fp16 on a GPU; here {args.dtype}"}
       continue
     try:
-      built = build_step(recipe_config(recipe, impl, args.corpus_path), task, batches)
+      built = build_step(recipe_config(recipe, impl, args.corpus_path, args.dtype), task, batches)
       column = Column(built, batches)
       first_s = column.call()  # warm-up
     except Exception as e:  # noqa: BLE001 - a column that cannot run says why
@@ -401,7 +403,7 @@ def parse_args(argv=None):
   p.add_argument(
     "--corpus-path", default=None, help="overrides task.corpus_path (default: the recipe's)"
   )
-  p.add_argument("--dtype", default="float32", help=f"one of {DTYPES} (models have no dtype)")
+  p.add_argument("--dtype", default="float32", help=f"compute dtype, one of {DTYPES}")
   p.add_argument("--out", default=str(RESULTS / "bench_train"), help="path prefix")
   args = p.parse_args(argv)
   check_args(p, args)
@@ -426,7 +428,7 @@ def check_args(parser: argparse.ArgumentParser, args) -> None:
   if len(set(args.impls)) != len(args.impls):
     parser.error(f"--impls: {args.impls} names an implementation twice")
   if args.dtype not in DTYPES:
-    parser.error(f"--dtype {args.dtype!r}: the models have no dtype option; choose from {DTYPES}")
+    parser.error(f"--dtype {args.dtype!r}: choose from {DTYPES}")
   if args.reps < 1:
     parser.error(f"--reps must be at least 1, got {args.reps}")
   if not args.max_seconds > 0:

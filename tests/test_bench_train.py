@@ -95,7 +95,8 @@ def tiny_recipe(original, recipe):
   return config
 
 
-def test_two_step_run_writes_every_field(tmp_path, monkeypatch):
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_two_step_run_writes_every_field(tmp_path, monkeypatch, dtype):
   text = "to be or not to be, that is the question.\n" * 40
   corpus = tmp_path / "corpus.txt"
   corpus.write_text(text)
@@ -118,13 +119,15 @@ def test_two_step_run_writes_every_field(tmp_path, monkeypatch):
       str(corpus),
       "--out",
       str(out),
+      "--dtype",
+      dtype,
     ]
   )
 
   results = json.loads(out.with_suffix(".json").read_text())
   assert results["ceiling_flops"] == 2e9  # the higher of before and after
   env = results["environment"]
-  assert env["backend"] == jax.default_backend() and env["dtype"] == "float32"
+  assert env["backend"] == jax.default_backend() and env["dtype"] == dtype
   recipe = results["recipes"]["cpu"]
   B, T, D, F, L = 3, 11, 14, 56, 1
   # Per token forward: projections 8 D^2, feed-forward 4 D F, attention 2 D (T + 1),
@@ -161,7 +164,7 @@ def test_two_step_run_writes_every_field(tmp_path, monkeypatch):
   [
     (["--recipes", "cpu", "tiny"], ["'tiny'", "baby"]),
     (["--impls", "auto", "flash"], ["'flash'", "reference", "tiled"]),
-    (["--dtype", "bfloat16"], ["'bfloat16'", "float32"]),
+    (["--dtype", "float16"], ["'float16'", "float32", "bfloat16"]),
   ],
 )
 def test_bad_flags_fail_before_anything_compiles(flags, named, monkeypatch, capsys):
