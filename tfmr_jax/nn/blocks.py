@@ -68,15 +68,9 @@ class _Sublayers:
     )
 
 
-class EncoderBlock(nnx.Module):
-  """Self-attention then feed-forward: the encoder layer, and with is_causal=True the GPT layer.
-
-  Args are those of the sublayers; `norm` is "post" (the paper) or "pre" (GPT-2),
-  `dropout` the residual dropout after each sublayer, `ln_eps` the LayerNorm epsilon,
-  `use_bias` biases in every projection. `kernel_init` / `out_kernel_init` go to both
-  sublayers (GPT-2 scales the output ones). `dtype` (compute) and `param_dtype` reach
-  every projection and LayerNorm.
-  """
+class _Block(nnx.Module):
+  """What both blocks share: one constructor (sizes, then the sublayers' options) and the
+  feed-forward sublayer. A subclass builds its own sublayers in `_build(make)`."""
 
   def __init__(
     self,
@@ -97,7 +91,46 @@ class EncoderBlock(nnx.Module):
     param_dtype=jnp.float32,
     rngs: nnx.Rngs,
   ):
-    make = _Sublayers(d_model, num_heads, d_ff, rngs=rngs, **_options(locals()))
+    self._build(
+      _Sublayers(
+        d_model,
+        num_heads,
+        d_ff,
+        rngs=rngs,
+        num_kv_heads=num_kv_heads,
+        dropout=dropout,
+        norm=norm,
+        activation=activation,
+        ln_eps=ln_eps,
+        use_bias=use_bias,
+        attention_fn=attention_fn,
+        kernel_init=kernel_init,
+        out_kernel_init=out_kernel_init,
+        dtype=dtype,
+        param_dtype=param_dtype,
+      )
+    )
+
+  def _build(self, make: _Sublayers) -> None:
+    raise NotImplementedError
+
+  def _feed_forward(self, x_BTD):
+    """The feed-forward sublayer with its residual: x_BTD -> x_BTD."""
+    h_BTD = self.feed_forward(self.feed_forward_residual.sublayer_input(x_BTD))
+    return self.feed_forward_residual.add(x_BTD, h_BTD)
+
+
+class EncoderBlock(_Block):
+  """Self-attention then feed-forward: the encoder layer, and with is_causal=True the GPT layer.
+
+  Args are those of the sublayers; `norm` is "post" (the paper) or "pre" (GPT-2),
+  `dropout` the residual dropout after each sublayer, `ln_eps` the LayerNorm epsilon,
+  `use_bias` biases in every projection. `kernel_init` / `out_kernel_init` go to both
+  sublayers (GPT-2 scales the output ones). `dtype` (compute) and `param_dtype` reach
+  every projection and LayerNorm.
+  """
+
+  def _build(self, make: _Sublayers) -> None:
     self.attention = make.attention()
     self.attention_residual = make.residual()
     self.feed_forward = make.feed_forward()
@@ -117,38 +150,15 @@ class EncoderBlock(nnx.Module):
     )
     return self._feed_forward(self.attention_residual.add(x_BTD, h_BTD)), cache
 
-  def _feed_forward(self, x_BTD):
-    h_BTD = self.feed_forward(self.feed_forward_residual.sublayer_input(x_BTD))
-    return self.feed_forward_residual.add(x_BTD, h_BTD)
 
-
-class DecoderBlock(nnx.Module):
+class DecoderBlock(_Block):
   """Masked self-attention, cross-attention over the encoder memory, feed-forward.
 
   Args as in `EncoderBlock`; kernel_init / out_kernel_init, dtype and param_dtype reach
   all three sublayers.
   """
 
-  def __init__(
-    self,
-    d_model: int,
-    num_heads: int,
-    d_ff: int,
-    *,
-    num_kv_heads: int | None = None,
-    dropout: float = 0.0,
-    norm: str = "post",
-    activation: str = "relu",
-    ln_eps: float = 1e-6,
-    use_bias: bool = True,
-    attention_fn: Callable = attention,
-    kernel_init=None,
-    out_kernel_init=None,
-    dtype=None,
-    param_dtype=jnp.float32,
-    rngs: nnx.Rngs,
-  ):
-    make = _Sublayers(d_model, num_heads, d_ff, rngs=rngs, **_options(locals()))
+  def _build(self, make: _Sublayers) -> None:
     self.self_attention = make.attention()
     self.self_attention_residual = make.residual()
     self.cross_attention = make.attention()
@@ -161,9 +171,7 @@ class DecoderBlock(nnx.Module):
     h_BTD = self.cross_attention.attend(
       self.cross_attention_residual.sublayer_input(x_BTD), k_BSKH, v_BSKH, mask=cross_mask
     )
-    x_BTD = self.cross_attention_residual.add(x_BTD, h_BTD)
-    h_BTD = self.feed_forward(self.feed_forward_residual.sublayer_input(x_BTD))
-    return self.feed_forward_residual.add(x_BTD, h_BTD)
+    return self._feed_forward(self.cross_attention_residual.add(x_BTD, h_BTD))
 
   def __call__(self, x_BTD, memory_kv, *, self_mask=None, is_causal: bool = False, cross_mask=None):
     """One decoder layer, teacher-forced: x_BTD -> x_BTD.
@@ -193,9 +201,3 @@ class DecoderBlock(nnx.Module):
     )
     x_BTD = self.self_attention_residual.add(x_BTD, h_BTD)
     return self._cross_and_feed_forward(x_BTD, memory_kv, cross_mask), cache
-
-
-def _options(arguments: dict) -> dict:
-  """A block's constructor arguments other than the sizes, self and rngs."""
-  skip = ("self", "d_model", "num_heads", "d_ff", "rngs", "__class__")
-  return {k: v for k, v in arguments.items() if k not in skip}
