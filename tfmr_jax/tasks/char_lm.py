@@ -14,6 +14,7 @@ import numpy as np
 from tfmr_jax.tasks.batching import padded_batches
 from tfmr_jax.tasks.corpus import CorpusError
 from tfmr_jax.tasks.heldout import step_rng
+from tfmr_jax.tasks.tokenizer import CharTokenizer
 
 
 class CharLM:
@@ -40,7 +41,7 @@ class CharLM:
     code_points, ids = np.unique(codes, return_inverse=True)
     ids = ids.astype(np.int32)
     self.chars = [chr(c) for c in code_points]  # sorted by code point, as sorted(set(text))
-    self._index = {c: i for i, c in enumerate(self.chars)}
+    self.tokenizer = CharTokenizer(self.chars, source="the corpus")
     split = int(len(ids) * (1.0 - val_fraction))
     self.train_ids, self.val_ids = ids[:split], ids[split:]
     self.block_size = self.max_len = block_size
@@ -77,12 +78,9 @@ class CharLM:
 
   def encode_input(self, text: str) -> np.ndarray:
     """A prompt -> int32 character ids [T]; every character must be in the vocabulary."""
-    unknown = sorted(set(text) - set(self._index))
-    if unknown:
-      raise ValueError(f"prompt {text!r} has characters not in the corpus: {unknown}")
     if not text:
       raise ValueError("prompt must not be empty")
-    return np.asarray([self._index[c] for c in text], np.int32)
+    return self.tokenizer.encode(text)
 
   def decode_output(self, tokens_T: np.ndarray) -> str:
-    return "".join(self.chars[int(t)] for t in tokens_T)
+    return self.tokenizer.decode(tokens_T)
