@@ -8,8 +8,9 @@ import pytest
 from flax import nnx
 
 import tfmr_jax as tj
+from tests.models.numpy_gpt2 import gpt2_logits
 from tfmr_jax.models import GPT2, TransformerConfig, count_params, from_hf
-from tfmr_jax.models.hf import _hf_shapes
+from tfmr_jax.models.hf_gpt2 import _hf_shapes
 
 TINY = TransformerConfig.gpt(vocab_size=23, max_len=16, num_layers=2, num_heads=3, d_model=12)
 
@@ -115,31 +116,8 @@ def test_from_hf_maps_every_tensor():
   """A NumPy forward pass from HF-named weights (Conv1D: y = x W + b) matches the import."""
   sd = hf_state_dict()
   model = from_hf({**sd, "lm_head.weight": sd["transformer.wte.weight"]}, HF_CONFIG)
-  w = {k.removeprefix("transformer."): v.astype(np.float64) for k, v in sd.items()}
-
-  def ln(x, name):
-    mu, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
-    return (x - mu) / np.sqrt(var + 1e-5) * w[name + ".weight"] + w[name + ".bias"]
-
-  def gelu(x):
-    return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
-
   tokens = np.array([[3, 1, 4, 1, 5], [9, 2, 6, 5, 3]])
-  B, T = tokens.shape
-  x = w["wte.weight"][tokens] + w["wpe.weight"][:T]
-  for i in range(2):
-    p = f"h.{i}."
-    qkv = ln(x, p + "ln_1") @ w[p + "attn.c_attn.weight"] + w[p + "attn.c_attn.bias"]
-    q, k, v = (a.reshape(B, T, 3, 4) for a in np.split(qkv, 3, axis=-1))
-    logits = np.einsum("BTNH,BSNH->BNTS", q, k) / 2.0
-    logits = np.where(np.tril(np.ones((T, T), bool)), logits, -np.inf)
-    probs = np.exp(logits - logits.max(-1, keepdims=True))
-    probs /= probs.sum(-1, keepdims=True)
-    heads = np.einsum("BNTS,BSNH->BTNH", probs, v).reshape(B, T, 12)
-    x = x + heads @ w[p + "attn.c_proj.weight"] + w[p + "attn.c_proj.bias"]
-    h = gelu(ln(x, p + "ln_2") @ w[p + "mlp.c_fc.weight"] + w[p + "mlp.c_fc.bias"])
-    x = x + h @ w[p + "mlp.c_proj.weight"] + w[p + "mlp.c_proj.bias"]
-  want = ln(x, "ln_f") @ w["wte.weight"].T
+  want = gpt2_logits(sd, tokens, num_heads=3)
   np.testing.assert_allclose(model(jnp.asarray(tokens)), want, atol=1e-4, rtol=1e-5)
 
 

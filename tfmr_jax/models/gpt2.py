@@ -12,7 +12,7 @@ Like the reference, every linear layer has a bias and LayerNorm epsilon is 1e-5.
 Unlike it, there is no dropout on the attention probabilities (the attention op
 has none); the 124M release used dropout only in training anyway. Other configs
 give other decoder-only models (post-LN, sinusoidal positions, an untied head).
-Hugging Face weights load through `tfmr_jax.models.hf.from_hf`.
+Hugging Face weights load through `tfmr_jax.models.from_hf` and export through `to_hf`.
 """
 
 from collections.abc import Callable

@@ -1,170 +1,128 @@
-"""Hugging Face GPT-2 weights into a `GPT2`, without torch.
+"""Hugging Face models in and out, one entry point for every family, without torch.
 
-Dimension key: D model dim, F feed-forward dim, V vocabulary, P context length.
+  model = from_hf(state_dict, hf_config)   # dispatches on hf_config["model_type"]
+  model = load_hf_dir("gpt2/")             # a folder: config.json + model.safetensors
+  to_hf(model, "out/")                     # a folder transformers loads (GPT-2 today)
 
-Hugging Face's Conv1D layers store weights [in, out], as nnx.Linear does, so kernels
-copy over as they are; the fused `c_attn` [D, 3 D] splits into query, key and value.
+A family plugs in with its importer in `IMPORTERS`: a function
+`(state_dict, hf_config, *, dtype, param_dtype) -> model` that raises `HFConfigError`
+for a config it cannot take and `HFWeightsError` for weights that do not fit
+(`hf_checks.check_weights` does the usual checks). The family modules import
+`hf_checks` and `hf_files`, never this module, which imports them.
 """
 
-import dataclasses
+import pathlib
 from collections.abc import Callable, Mapping
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from tfmr_jax.models.config import TransformerConfig
-from tfmr_jax.models.gpt2 import GPT2
+from tfmr_jax.models import hf_files, hf_gpt2
+from tfmr_jax.models.hf_checks import HFConfigError, HFWeightsError
+from tfmr_jax.models.hf_gpt2 import config_from_hf
 
-_HF_ACTIVATIONS = ("gelu_new", "gelu_pytorch_tanh")  # both the tanh approximation
-_HF_BUFFERS = ("attn.bias", "attn.masked_bias")  # causal-mask buffers in older checkpoints
+IMPORTERS: dict[str, Callable[..., nnx.Module]] = {
+  hf_gpt2.MODEL_TYPE: hf_gpt2.from_hf_gpt2,
+}
+
+__all__ = [
+  "IMPORTERS",
+  "HFConfigError",
+  "HFWeightsError",
+  "config_from_hf",
+  "from_hf",
+  "load_hf_dir",
+  "model_type_of",
+  "to_hf",
+]
 
 
-def config_from_hf(hf_config: Mapping) -> TransformerConfig:
-  """TransformerConfig of a Hugging Face GPT-2 `config.json` dict; rejects other variants."""
-  for key in ("n_embd", "n_head", "n_layer", "n_positions", "vocab_size"):
-    if key not in hf_config:
-      raise ValueError(f"Hugging Face config lacks {key!r}")
-  activation = hf_config.get("activation_function", "gelu_new")
-  if activation not in _HF_ACTIVATIONS:
-    raise ValueError(
-      f"activation_function={activation!r} is not supported; GPT-2 uses one of {_HF_ACTIVATIONS}"
+def model_type_of(hf_config: Mapping) -> str:
+  """The family of a Hugging Face config: its `model_type`, one of `IMPORTERS`.
+
+  A config without model_type is GPT-2's if it has GPT-2's keys (n_embd, n_head, ...).
+  Raises HFConfigError naming model_type, its value and the supported ones otherwise.
+  """
+  if not isinstance(hf_config, Mapping):
+    raise TypeError(f"hf_config must be a dict (config.json), got {type(hf_config).__name__}")
+  supported = tuple(IMPORTERS)
+  if "model_type" not in hf_config:
+    if hf_gpt2.is_gpt2_config(hf_config):
+      return hf_gpt2.MODEL_TYPE
+    missing = [key for key in hf_gpt2.REQUIRED_KEYS if key not in hf_config]
+    raise HFConfigError(
+      f"Hugging Face config has no model_type and lacks {missing[0]!r}, so it is not GPT-2's "
+      f"(which has {hf_gpt2.REQUIRED_KEYS}); model_type must be one of {supported}"
     )
-  for key, wanted in (
-    ("scale_attn_weights", True),
-    ("scale_attn_by_inverse_layer_idx", False),
-    ("add_cross_attention", False),
-    ("tie_word_embeddings", True),
-  ):
-    if hf_config.get(key, wanted) != wanted:
-      raise ValueError(
-        f"Hugging Face config {key}={hf_config[key]!r} is not supported (need {wanted})"
-      )
-  return TransformerConfig.gpt(
-    vocab_size=hf_config["vocab_size"],
-    max_len=hf_config["n_positions"],
-    num_layers=hf_config["n_layer"],
-    num_heads=hf_config["n_head"],
-    d_model=hf_config["n_embd"],
-    d_ff=hf_config.get("n_inner"),
-    dropout=0.0,
-    ln_eps=float(hf_config.get("layer_norm_epsilon", 1e-5)),
-  )
-
-
-def _hf_shapes(c: TransformerConfig) -> dict[str, tuple[int, ...]]:
-  """Every Hugging Face GPT-2 parameter name and its shape (Conv1D weights are [in, out])."""
-  D, F = c.d_model, c.d_ff
-  shapes = {
-    "wte.weight": (c.vocab_size, D),
-    "wpe.weight": (c.max_len, D),
-    "ln_f.weight": (D,),
-    "ln_f.bias": (D,),
-  }
-  for i in range(c.num_layers):
-    p = f"h.{i}."
-    shapes.update(
-      {
-        p + "ln_1.weight": (D,),
-        p + "ln_1.bias": (D,),
-        p + "attn.c_attn.weight": (D, 3 * D),
-        p + "attn.c_attn.bias": (3 * D,),
-        p + "attn.c_proj.weight": (D, D),
-        p + "attn.c_proj.bias": (D,),
-        p + "ln_2.weight": (D,),
-        p + "ln_2.bias": (D,),
-        p + "mlp.c_fc.weight": (D, F),
-        p + "mlp.c_fc.bias": (F,),
-        p + "mlp.c_proj.weight": (F, D),
-        p + "mlp.c_proj.bias": (D,),
-      }
-    )
-  return shapes
-
-
-def _set(variable, array) -> None:
-  """Load `array` into `variable` in the variable's own dtype (the config's param_dtype)."""
-  variable.set_value(jnp.asarray(array, variable.get_value().dtype))
+  model_type = hf_config["model_type"]
+  if model_type not in IMPORTERS:
+    raise HFConfigError(f"model_type={model_type!r} is not supported: must be one of {supported}")
+  return model_type
 
 
 def from_hf(
   state_dict: Mapping[str, np.ndarray],
-  config: Mapping,
+  hf_config: Mapping,
   *,
   attention_fn: Callable | None = None,
   dtype: str = "float32",
   param_dtype: str = "float32",
-) -> GPT2:
-  """A GPT2 holding Hugging Face GPT-2 weights.
+) -> nnx.Module:
+  """The model a Hugging Face state dict and config describe, for any family in `IMPORTERS`.
 
   Args:
-    state_dict: HF parameter names -> arrays, as `safetensors.numpy.load_file`
-      returns them; names may carry a `transformer.` prefix; `lm_head.weight`, if
-      present, must equal `wte.weight` (GPT-2's head is tied).
-    config: the HF `config.json` as a dict.
-    dtype, param_dtype: the model's compute and parameter dtypes (`TransformerConfig`'s
-      fields); the weights are cast to param_dtype as they load.
+    state_dict: HF parameter names -> NumPy arrays (`safetensors.numpy.load_file`).
+    hf_config: the HF `config.json` as a dict; its `model_type` picks the importer.
+    attention_fn: the op every layer runs (GPT-2's importer takes it; None = default).
+    dtype, param_dtype: the model's compute and parameter dtypes; weights are cast
+      to param_dtype as they load.
 
-  Raises ValueError naming the key on a missing or unexpected key, naming the
-  key and both shapes on a wrong shape, and naming the key and dtype on a weight
-  that is not floating point.
+  Raises HFConfigError (a ValueError) for an unsupported model_type or config, and
+  HFWeightsError (a ValueError) naming the tensor for weights that do not fit.
   """
-  c = dataclasses.replace(config_from_hf(config), dtype=dtype, param_dtype=param_dtype)
-  weights = {k.removeprefix("transformer."): v for k, v in state_dict.items()}
-  lm_head = weights.pop("lm_head.weight", None)
-  expected = _hf_shapes(c)
-  missing = sorted(set(expected) - set(weights))
-  if missing:
-    raise ValueError(f"state_dict is missing {len(missing)} key(s), first {missing[0]!r}")
-  unexpected = sorted(
-    k for k in set(weights) - set(expected) if not (k.startswith("h.") and k.endswith(_HF_BUFFERS))
-  )
-  if unexpected:
-    raise ValueError(f"state_dict has unexpected key(s) {unexpected[:5]}")
-  for key, shape in expected.items():
-    got = tuple(np.shape(weights[key]))
-    if got != shape:
-      raise ValueError(f"state_dict[{key!r}] has shape {got}, expected {shape}")
-    dtype = np.asarray(weights[key]).dtype
-    if not np.issubdtype(dtype, np.floating):
-      raise ValueError(
-        f"state_dict[{key!r}] has dtype {dtype}; weights must be floating point (a cast from "
-        "integers or bools would load silently wrong values)"
-      )
-  if lm_head is not None and not np.array_equal(lm_head, weights["wte.weight"]):
-    raise ValueError("lm_head.weight differs from wte.weight; GPT2 ties its LM head to wte")
+  importer = IMPORTERS[model_type_of(hf_config)]
+  options = {} if attention_fn is None else {"attention_fn": attention_fn}
+  return importer(state_dict, hf_config, dtype=dtype, param_dtype=param_dtype, **options)
 
-  model = nnx.eval_shape(lambda: GPT2(c, attention_fn=attention_fn, rngs=nnx.Rngs(0)))
-  D = c.d_model
-  _set(model.token_embedding.embed.embedding, weights["wte.weight"])
-  _set(model.position_embedding.table.embedding, weights["wpe.weight"])
-  _set(model.final_norm.scale, weights["ln_f.weight"])
-  _set(model.final_norm.bias, weights["ln_f.bias"])
-  for i, layer in enumerate(model.layers):
-    p = f"h.{i}."
-    pairs = [
-      (layer.attention_residual.layer_norm, "ln_1"),
-      (layer.attention.out, "attn.c_proj"),
-      (layer.feed_forward_residual.layer_norm, "ln_2"),
-      (layer.feed_forward.hidden, "mlp.c_fc"),
-      (layer.feed_forward.out, "mlp.c_proj"),
-    ]
-    for module, name in pairs:
-      weight_name = "scale" if isinstance(module, nnx.LayerNorm) else "kernel"
-      _set(getattr(module, weight_name), weights[p + name + ".weight"])
-      _set(module.bias, weights[p + name + ".bias"])
-    qkv_weight, qkv_bias = weights[p + "attn.c_attn.weight"], weights[p + "attn.c_attn.bias"]
-    for j, projection in enumerate(
-      (layer.attention.query, layer.attention.key, layer.attention.value)
-    ):
-      _set(projection.kernel, qkv_weight[:, j * D : (j + 1) * D])
-      _set(projection.bias, qkv_bias[j * D : (j + 1) * D])
-  unset = [
-    jax.tree_util.keystr(path)
-    for path, leaf in jax.tree_util.tree_leaves_with_path(nnx.state(model))
-    if isinstance(leaf, jax.ShapeDtypeStruct)
-  ]
-  if unset:
-    raise RuntimeError(f"from_hf left parameters unset: {unset}")
-  return model
+
+def to_hf(model: nnx.Module, out_dir, *, overwrite: bool = False) -> pathlib.Path:
+  """Write `model` to `out_dir` as a Hugging Face folder; returns `out_dir` as a Path.
+
+  GPT-2 (the one family Hugging Face's format holds today): `config.json` that
+  transformers loads as GPT2LMHeadModel, and `model.safetensors` named as its state
+  dict (`transformer.wte.weight`, ...; Conv1D weights [in, out], `c_attn` fused;
+  no `lm_head.weight`, tied to wte, as `save_pretrained` writes it) in the model's
+  param_dtype. The write is atomic.
+
+  Raises TypeError for a model that is not a GPT2, ModelConfigError (a ValueError)
+  naming the field, its value and the rule for a config the format cannot hold, and
+  FileExistsError for a non-empty `out_dir` unless `overwrite`.
+  """
+  hf_config, state_dict = hf_gpt2.to_hf_gpt2(model)
+  return hf_files.write_folder(out_dir, hf_config, state_dict, overwrite=overwrite)
+
+
+def load_hf_dir(path, *, dtype: str = "float32", param_dtype: str = "float32") -> nnx.Module:
+  """The model in a Hugging Face folder: `config.json` and `model.safetensors` (or its
+  sharded index). Tokenizer files are not read.
+
+  Raises FileNotFoundError naming the path for a missing folder, config or weights
+  (and, for a folder of torch pickles only, how to convert it); HFConfigError naming
+  config.json, the field and the rule for invalid JSON or a config of another
+  architecture; HFWeightsError naming the weights file and the tensor for weights of
+  the wrong name, shape or dtype.
+  """
+  folder = hf_files.check_folder(path)
+  hf_config = hf_files.read_config(folder)
+  config_path = str(folder / hf_files.CONFIG)
+  try:
+    model_type_of(hf_config)
+  except HFConfigError as e:
+    raise HFConfigError(f"{config_path!r}: {e}") from None
+  state_dict, weights_path = hf_files.read_weights(folder)
+  try:
+    return from_hf(state_dict, hf_config, dtype=dtype, param_dtype=param_dtype)
+  except HFConfigError as e:
+    raise HFConfigError(f"{config_path!r}: {e}") from None
+  except HFWeightsError as e:
+    raise HFWeightsError(f"{str(weights_path)!r}: {e}") from None
