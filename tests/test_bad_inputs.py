@@ -240,6 +240,25 @@ def test_evaluate_a_step_never_saved_names_the_saved_ones(trained_run, capsys):
   assert _snapshot(trained_run) == before
 
 
+EXPORT_CASES = [
+  (
+    ["export", "--workdir={workdir}", "--out={tmp}/hf"],
+    "cannot be exported to Hugging Face's format: model is a TransformerEncoder",
+  ),
+  (["export", "--workdir={workdir}", "--out={tmp}/hf", "--step=3"], "--step 3: no checkpoint"),
+  (["export", "--workdir={workdir}"], "export needs --out DIR"),
+]
+
+
+@pytest.mark.parametrize("argv,fragment", EXPORT_CASES)
+def test_export_refusals_write_nothing(argv, fragment, trained_run, tmp_path, capsys):
+  """The reverse run is an encoder: Hugging Face's GPT-2 format cannot hold it."""
+  before = _snapshot(trained_run)
+  rc, err = run_cli(argv, workdir=trained_run, tmp=str(tmp_path), capsys=capsys)
+  assert_clean_error(rc, err, command="export", fragment=fragment)
+  assert _snapshot(trained_run) == before and os.listdir(tmp_path) == []
+
+
 # Floor C: the char_lm corpus. Each is one CorpusError (a ValueError) naming the path.
 CORPUS_FILES = {
   "empty.txt": b"",

@@ -6,6 +6,7 @@
   tfmr-jax evaluate --workdir runs/reverse        # held-out metrics of the latest checkpoint, JSON
   tfmr-jax sample --workdir runs/char_lm --prompt "ROMEO:" --max-new-tokens 200
   tfmr-jax sample --workdir runs/copy --prompt "3 1 4 1 5 9 2 6 5 3"    # seq2seq: decode an input
+  tfmr-jax export --workdir runs/char_lm --out exported/char_lm   # a Hugging Face GPT-2 folder
 
 train options:   --config FILE[:ARG]  --workdir DIR  --config.<section>.<field>=VALUE
                  --stop-at-step N (stop and checkpoint after N steps; rerun to continue)
@@ -13,6 +14,7 @@ train options:   --config FILE[:ARG]  --workdir DIR  --config.<section>.<field>=
 evaluate:        --workdir DIR  [--step N]
 sample:          --workdir DIR  --prompt TEXT  [--max-new-tokens 200] [--temperature 0.8]
                  [--top-k K] [--seed 0]
+export:          --workdir DIR  --out DIR  [--step N] [--overwrite]   (GPT runs only)
 
 Exit status: 0 done; 1 training failed (e.g. a non-finite loss); 2 bad command line or
 config; 130 / 143 stopped by Ctrl-C / SIGTERM after saving a checkpoint.
@@ -30,7 +32,7 @@ from ml_collections import config_flags
 from tfmr_jax import config as config_lib
 from tfmr_jax.tasks import CorpusError, make_task
 
-COMMANDS = ("train", "evaluate", "sample")
+COMMANDS = ("train", "evaluate", "sample", "export")
 
 
 def _flags(argv: list[str], recipe) -> flags.FlagValues:
@@ -48,8 +50,10 @@ def _flags(argv: list[str], recipe) -> flags.FlagValues:
     "allow_config_change", False, "train: resume with a changed config", flag_values=fv
   )
   flags.DEFINE_integer(
-    "step", None, "evaluate: checkpoint step (default latest)", lower_bound=0, flag_values=fv
+    "step", None, "evaluate, export: checkpoint (default latest)", lower_bound=0, flag_values=fv
   )
+  flags.DEFINE_string("out", None, "export: the Hugging Face folder to write", flag_values=fv)
+  flags.DEFINE_boolean("overwrite", False, "export: replace a non-empty --out", flag_values=fv)
   flags.DEFINE_string("prompt", None, "sample: prompt text or task input", flag_values=fv)
   flags.DEFINE_integer("max_new_tokens", 200, "sample: tokens to generate", flag_values=fv)
   flags.DEFINE_float("temperature", 0.8, "sample: 0 = greedy", flag_values=fv)
@@ -181,6 +185,8 @@ def _run(command: str, fv: flags.FlagValues) -> int:
   if command == "evaluate":
     print(json.dumps(train_lib.evaluate(fv.workdir, step=fv.step)))
     return 0
+  if command == "export":
+    return _export(fv, train_lib)
   if fv.prompt is None:
     raise flags.Error("sample needs --prompt")
   try:
@@ -221,7 +227,7 @@ def _check_workdir(command: str, workdir: str, *, step: int | None) -> None:
         json.load(f)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
       raise flags.Error(f"{path!r} is not a valid config.json: {e}") from None
-  if command == "evaluate" and step is not None:
+  if command in ("evaluate", "export") and step is not None:
     directory = os.path.join(workdir, "checkpoints")
     saved = (
       sorted(int(d) for d in os.listdir(directory) if d.isdigit())
@@ -233,6 +239,18 @@ def _check_workdir(command: str, workdir: str, *, step: int | None) -> None:
       raise flags.Error(
         f"--step {step}: no checkpoint of that step in {directory!r}; saved: {have}"
       )
+
+
+def _export(fv: flags.FlagValues, train_lib) -> int:
+  """Write the run's model as a Hugging Face folder; print the folder."""
+  if not fv.out:
+    raise flags.Error("export needs --out DIR")
+  try:
+    out = train_lib.export(fv.workdir, fv.out, step=fv.step, overwrite=fv.overwrite)
+  except (train_lib.ExportError, FileExistsError) as e:  # nothing was written
+    return _fail("export", e)
+  print(out)
+  return 0
 
 
 def _train_config(fv: flags.FlagValues, train_lib):

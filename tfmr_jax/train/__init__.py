@@ -4,6 +4,7 @@ from tfmr_jax import train
 metrics = train.train(config, "runs/reverse")    # dict of final held-out metrics
 train.evaluate("runs/reverse")                   # reload the latest checkpoint, evaluate
 train.sample("runs/char_lm", "ROMEO:")           # generate with the KV cache
+train.export("runs/sort", "exported/sort")       # a GPT run as a Hugging Face folder
 """
 
 from tfmr_jax.train.checkpoint import (
@@ -11,6 +12,7 @@ from tfmr_jax.train.checkpoint import (
   CheckpointWriteError,
   DamagedCheckpointWarning,
 )
+from tfmr_jax.train.hf_export import ExportError, export
 from tfmr_jax.train.loop import NonFiniteLossError, train
 from tfmr_jax.train.metrics_log import read_metrics
 from tfmr_jax.train.run import Run, evaluate, load_run, sample
@@ -20,9 +22,11 @@ __all__ = [
   "CheckpointUnavailableError",
   "CheckpointWriteError",
   "DamagedCheckpointWarning",
+  "ExportError",
   "NonFiniteLossError",
   "Run",
   "evaluate",
+  "export",
   "has_config",
   "load_config",
   "load_run",
