@@ -11,19 +11,25 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from tests.train.quick import quick_config
+from tests.train.quick import grammar_text, quick_config
 from tfmr_jax import cli, train
 from tfmr_jax.models import load_hf_dir
 
 
 @pytest.fixture(scope="module")
 def gpt_run(tmp_path_factory):
-  """A 4-step sort run (a GPT) with checkpoints at steps 2 and 4 (a few seconds)."""
-  workdir = str(tmp_path_factory.mktemp("gpt") / "run")
-  fields = {"num_steps": 4, "checkpoint_every": 2, "batch_size": 8}
-  config = quick_config("sort", train=fields, optim={"warmup_steps": 1})
-  train.train(config, workdir)
-  return workdir
+  """A 4-step character-LM run (a GPT) with checkpoints at steps 2 and 4 (a few seconds)."""
+  root = tmp_path_factory.mktemp("gpt")
+  corpus = root / "corpus.txt"
+  corpus.write_text(grammar_text(3000))
+  config = quick_config(
+    "char_lm",
+    task={"corpus_path": str(corpus)},
+    optim={"warmup_steps": 1},
+    train={"num_steps": 4, "checkpoint_every": 2, "batch_size": 8},
+  )
+  train.train(config, str(root / "run"))
+  return str(root / "run")
 
 
 def _params(model):
