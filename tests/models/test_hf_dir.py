@@ -83,6 +83,8 @@ def _break(folder, how):
     _write_config(folder, tie_word_embeddings=False)
   elif how == "bad size":
     _write_config(folder, n_head=5)
+  elif how == "eps not a number":
+    _write_config(folder, layer_norm_epsilon="1e-5")
   elif how == "no weights":
     (folder / "model.safetensors").unlink()
   elif how == "torch only":
@@ -114,6 +116,7 @@ BAD_FOLDERS = [
   ("exact GELU", HFConfigError, r"config.json': activation_function='gelu' is not supported"),
   ("untied", HFConfigError, r"config.json': .*tie_word_embeddings=False is not supported"),
   ("bad size", HFConfigError, r"config.json': .*num_heads=5: must divide d_model=36"),
+  ("eps not a number", HFConfigError, r"json': .*layer_norm_epsilon='1e-5' must be a number"),
   ("no weights", FileNotFoundError, r"model.safetensors' does not exist"),
   ("torch only", FileNotFoundError, r"holds pytorch_model.bin .* convert the folder to safetens"),
   ("not safetensors", HFWeightsError, r"model.safetensors' is not a readable safetensors file"),

@@ -101,11 +101,18 @@ def config_from_hf(hf_config: Mapping) -> TransformerConfig:
       d_model=hf_config["n_embd"],
       d_ff=hf_config.get("n_inner"),
       dropout=0.0,
-      ln_eps=float(hf_config.get("layer_norm_epsilon", 1e-5)),
-      init_std=float(hf_config.get("initializer_range", 0.02)),
+      ln_eps=_number(hf_config, "layer_norm_epsilon", 1e-5),
+      init_std=_number(hf_config, "initializer_range", 0.02),
     )
   except ModelConfigError as e:
     raise HFConfigError(f"Hugging Face config gives {e}") from None
+
+
+def _number(hf_config: Mapping, key: str, default: float) -> float:
+  value = hf_config.get(key, default)
+  if isinstance(value, bool) or not isinstance(value, int | float):
+    raise HFConfigError(f"Hugging Face config {key}={value!r} must be a number")
+  return float(value)
 
 
 def check_exportable(model) -> TransformerConfig:
