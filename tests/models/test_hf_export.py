@@ -72,18 +72,25 @@ def assert_same_params(a, b):
     np.testing.assert_array_equal(pa[name], pb[name], err_msg=name)
 
 
-def test_golden_round_trip_writes_the_golden_tensors_and_config(golden, tmp_path):
-  state_dict, hf_config, model = golden
-  out = to_hf(model, tmp_path / "gpt2_tiny")
+@pytest.mark.parametrize("name", ["gpt2_tiny", "gpt2_bpe_tiny"])
+def test_golden_round_trip_writes_the_golden_tensors_and_config(name, tmp_path):
+  """Both golden folders, as `save_pretrained` wrote them; gpt2_bpe_tiny has GPT-2's real
+  vocabulary of 50,257 tokens, so its config has bos and eos 50256."""
+  folder = GOLDEN.parent / name
+  state_dict = load_file(folder / "model.safetensors")
+  hf_config = json.loads((folder / "config.json").read_text())
+  model = load_hf_dir(folder)
+  out = to_hf(model, tmp_path / name)
   assert sorted(os.listdir(out)) == ["config.json", "model.safetensors"]
   written = load_file(out / "model.safetensors")
   assert sorted(written) == sorted(state_dict)  # transformer.* names; no lm_head.weight
-  for name, want in state_dict.items():
-    assert written[name].dtype == want.dtype, name
-    np.testing.assert_array_equal(written[name], want, err_msg=name)
+  for key, want in state_dict.items():
+    assert written[key].dtype == want.dtype, key
+    np.testing.assert_array_equal(written[key], want, err_msg=key)
   config = json.loads((out / "config.json").read_text())
   differs = {k: (config[k], hf_config.get(k)) for k in config if config[k] != hf_config.get(k)}
-  assert differs == {"n_ctx": (32, None)}  # transformers 5 no longer writes n_ctx
+  P = hf_config["n_positions"]
+  assert differs == {"n_ctx": (P, None)}  # transformers 5 no longer writes n_ctx
   assert_same_params(load_hf_dir(out), model)
 
 
