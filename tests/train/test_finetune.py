@@ -23,9 +23,9 @@ from tfmr_jax import config as C
 from tfmr_jax.models import from_hf
 from tfmr_jax.nn import state as model_state
 from tfmr_jax.tasks import make_task
-from tfmr_jax.train import read_metrics
+from tfmr_jax.train import load_run, read_metrics
 from tfmr_jax.train.build import build_model
-from tfmr_jax.train.init_from import initial_params
+from tfmr_jax.train.init_from import check_init_from, initial_params
 from tfmr_jax.train.run_config import load_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -131,25 +131,45 @@ def test_evaluate_and_sample_need_no_weights_file(runs, hf_dir, tmp_path, capsys
   assert recorded.train.init_from == f"hf:{hf_dir}" and recorded.task.tokenizer_dir == hf_dir
 
 
-def test_imported_weights_are_the_golden_safetensors_exactly(hf_dir, tmp_path):
-  """Every parameter at step 0 against its tensor in model.safetensors (wpe cropped)."""
-  config = C.validate(
+def _tiny_config(init_from: str, tokenizer_dir: str, cache_dir: str, d_model: int = 8):
+  return C.validate(
     {
       "task": {
         "name": "text",
         "corpus_path": str(GPT2_BPE_GOLDEN / "text.txt"),
         "corpus_url": "",
-        "cache_dir": str(tmp_path),
+        "cache_dir": cache_dir,
+        "tokenizer_dir": tokenizer_dir,
         "block_size": BLOCK,
         "val_fraction": VAL_FRACTION,
       },
-      "model": {"kind": "gpt", "num_layers": 2, "num_heads": 2, "d_model": 8},
-      "train": {"init_from": f"hf:{hf_dir}"},
+      "model": {"kind": "gpt", "num_layers": 2, "num_heads": 2, "d_model": d_model},
+      "train": {"init_from": init_from},
     }
   )
+
+
+def _step_0_params(config):
+  """What train() puts in place of the fresh init (on a shape-only model)."""
   task = make_task(**config.task)
+  check_init_from(config)
   shapes = model_state.params_of(nnx.eval_shape(lambda: build_model(config, task, seed=0)))
-  params = initial_params(config, shapes)  # what train() puts in place of the fresh init
+  return initial_params(config, shapes)
+
+
+def test_a_work_directory_starts_a_run_from_its_latest_checkpoint(runs, hf_dir, tmp_path):
+  whole, _ = runs
+  params = _step_0_params(_tiny_config(whole, hf_dir, str(tmp_path)))
+  saved = load_run(whole).state.params
+  for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(saved), strict=True):
+    np.testing.assert_array_equal(a, b)
+  with pytest.raises(C.ConfigError, match=r"config.model.d_model = 16: .* is a run with model."):
+    check_init_from(_tiny_config(whole, hf_dir, str(tmp_path), d_model=16))
+
+
+def test_imported_weights_are_the_golden_safetensors_exactly(hf_dir, tmp_path):
+  """Every parameter at step 0 against its tensor in model.safetensors (wpe cropped)."""
+  params = _step_0_params(_tiny_config(f"hf:{hf_dir}", "", str(tmp_path)))
   golden = load_file(os.path.join(hf_dir, "model.safetensors"))
   golden = {k.removeprefix("transformer."): v for k, v in golden.items()}
   got = {
