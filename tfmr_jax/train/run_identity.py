@@ -8,9 +8,10 @@ with a ConfigError listing every difference, unless the caller passes
 the run is watched are free: those in COSMETIC. `train.num_steps` may change
 (extending a run is the usual case) but not to below the checkpoint's step.
 
-The corpus of char_lm and text is pinned at the first run (`pin_corpus`): its path made absolute
-and its SHA-256 recorded, so evaluate, sample and a resume read the same file from
-any directory, and refuse it if its content changed.
+The corpus of char_lm and text is pinned at the first run (`pin_corpus`): its path
+made absolute and its SHA-256 recorded, so evaluate, sample and a resume read the same
+file from any directory, and refuse it if its content changed. text's tokenizer_dir
+and train.init_from's folder are made absolute too.
 """
 
 import os
