@@ -7,7 +7,9 @@ line `tfmr-jax <command>: error: ...` without a traceback, and that the work dir
 is left as it was (absent stays absent).
 """
 
+import json
 import os
+import shutil
 
 import jax
 import numpy as np
@@ -358,3 +360,76 @@ def test_bad_sampling_option_exits_2(argv, fragment, trained_run, capsys):
   rc, err = run_cli(argv, workdir=trained_run, tmp="", capsys=capsys)
   assert_clean_error(rc, err, command="sample", fragment=fragment)
   assert _snapshot(trained_run) == before
+
+
+# Floor E: fine-tuning (configs/finetune_gpt2.py): the text file and train.init_from.
+# Refused before anything compiles or the work directory is written.
+FINETUNE = [
+  "train",
+  "--config={configs}/finetune_gpt2.py",
+  "--workdir={workdir}",
+  "--config.train.init_from=hf:{hf}",
+  "--config.task.corpus_url=",
+  "--config.task.cache_dir={tmp}/cache",
+]
+TINY = ["--config.model.num_layers=2", "--config.model.num_heads=2", "--config.model.d_model=8"]
+GOLDEN_TEXT = os.path.join(REPO, "tests", "golden", "gpt2_bpe_tiny", "text.txt")
+TINY_TEXT = TINY + [
+  f"--config.task.corpus_path={GOLDEN_TEXT}",
+  "--config.task.block_size=32",
+  "--config.task.val_fraction=0.4",
+]
+FINETUNE_CASES = [
+  (
+    TINY + ["--config.task.corpus_path={tmp}/empty.txt", "--config.task.block_size=32"],
+    "config.task.corpus_path: corpus '{tmp}/empty.txt' is empty: a corpus needs some text",
+  ),
+  (
+    TINY + ["--config.task.corpus_path={tmp}/latin1.txt", "--config.task.block_size=32"],
+    "config.task.corpus_path: corpus '{tmp}/latin1.txt' is not UTF-8 text: byte 0xe9 at offset 3",
+  ),
+  (
+    TINY_TEXT + ["--config.train.init_from=hf:{tmp}/nowhere"],
+    "config.train.init_from = 'hf:{tmp}/nowhere': folder '{tmp}/nowhere' does not exist",
+  ),
+  (
+    TINY_TEXT + ["--config.train.init_from=hf:{tmp}/vocab_50258"],
+    "config.train.init_from = 'hf:{tmp}/vocab_50258': its vocab_size = 50258 differs from the "
+    "50257 tokens of the tokenizer in config.task.tokenizer_dir = '{tmp}/vocab_50258'; they "
+    "must be equal",
+  ),
+  (
+    [f"--config.task.corpus_path={GOLDEN_TEXT}"],  # the recipe's 124M architecture
+    "config.model.num_layers = 12: config.train.init_from = 'hf:{hf}' holds a GPT-2 with "
+    "num_layers = 2 (n_layer in its config.json); the model section must match the weights "
+    "it starts from (set --config.model.num_layers=2)",
+  ),
+  (
+    TINY + [f"--config.task.corpus_path={GOLDEN_TEXT}"],  # the recipe's block_size 1024
+    "config.task.block_size = 1024: must be at most the 64 positions (n_positions) of the "
+    "weights of config.train.init_from = 'hf:{hf}'",
+  ),
+  (
+    TINY_TEXT + ["--config.train.init_from=hf:"],
+    "config.train.init_from = 'hf:': 'hf:' needs the Hugging Face GPT-2 folder after it",
+  ),
+]
+
+
+@pytest.mark.parametrize("argv,fragment", FINETUNE_CASES)
+def test_bad_finetune_input_exits_2_before_compiling(argv, fragment, gpt2_hf_dir, tmp_path, capsys):
+  tmp, hf = str(tmp_path), str(gpt2_hf_dir)
+  _write(os.path.join(tmp, "empty.txt"), b"")
+  _write(os.path.join(tmp, "latin1.txt"), "caf\xe9 au lait\n".encode("latin-1"))
+  other = os.path.join(tmp, "vocab_50258")  # the golden folder, its config.json one token more
+  shutil.copytree(hf, other)
+  with open(os.path.join(other, "config.json")) as f:
+    hf_config = json.load(f)
+  _write(os.path.join(other, "config.json"), json.dumps({**hf_config, "vocab_size": 50258}))
+  workdir = os.path.join(tmp, "run")
+  filled = [a.format(workdir=workdir, tmp=tmp, configs=CONFIGS, hf=hf) for a in FINETUNE + argv]
+  before = _snapshot(hf)
+  rc = cli.main(filled)
+  _, err = capsys.readouterr()
+  assert_clean_error(rc, err, command="train", fragment=fragment.format(tmp=tmp, hf=hf))
+  assert not os.path.exists(workdir) and _snapshot(hf) == before

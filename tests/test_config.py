@@ -11,7 +11,7 @@ import pytest
 from tfmr_jax import config as C
 from tfmr_jax.train.run_config import load_config, save_config
 
-TASKS = ("reverse", "copy", "sort", "addition", "char_lm")
+TASKS = ("reverse", "copy", "sort", "addition", "char_lm", "text")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -23,6 +23,10 @@ def _with(name="reverse", *, task=None, **sections):
 @pytest.mark.parametrize("task", TASKS)
 def test_defaults_are_complete_and_valid(task):
   config = C.defaults(task)
+  if task == "text":  # it needs a tokenizer: tokenizer_dir, or init_from's folder
+    with pytest.raises(C.ConfigError, match=r"config.task.tokenizer_dir = '': the text task"):
+      C.validate(config)
+    config.task.tokenizer_dir = "gpt2"
   resolved = C.validate(config)
   assert resolved.to_dict() == config.to_dict()
   assert set(resolved.keys()) == set(C.SECTIONS)

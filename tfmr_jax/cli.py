@@ -30,7 +30,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from tfmr_jax import config as config_lib
-from tfmr_jax.tasks import CorpusError, make_task
+from tfmr_jax.tasks import CorpusError
 
 COMMANDS = ("train", "evaluate", "sample", "export")
 
@@ -161,8 +161,7 @@ def _run(command: str, fv: flags.FlagValues) -> int:
   _check_workdir(command, fv.workdir, step=fv.step)
   if command == "train":
     config = config_lib.validate(_train_config(fv, train_lib))
-    if config.task.name == "char_lm":  # a bad corpus fails before train() writes the workdir
-      make_task(**config.task)
+    train_lib.preflight(config, fv.workdir)  # a bad corpus or init_from: nothing written
     try:
       metrics = train_lib.train(
         config,

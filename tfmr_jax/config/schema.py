@@ -26,6 +26,7 @@ from tfmr_jax.config.rules import (
 from tfmr_jax.tasks import FORMATS, TINY_SHAKESPEARE_SHA256, TINY_SHAKESPEARE_URL
 from tfmr_jax.tasks.addition import MAX_DIGITS as ADDITION_MAX_DIGITS
 
+HF_PREFIX = "hf:"  # train.init_from = "hf:DIR": a Hugging Face folder
 MODEL_KIND_FOR_FORMAT = {"tagging": "encoder", "seq2seq": "encoder_decoder", "lm": "gpt"}
 # GPT follows GPT-2: pre-LN, learned positions, GELU. The other kinds choose.
 GPT_ARCHITECTURE = {"norm": "pre", "positions": "learned", "activation": "gelu"}
@@ -39,6 +40,17 @@ def _toy(num_symbols: int, length: int, test_size: int) -> dict:
   }
 
 
+# The corpus of the tasks that read a text file (char_lm, text).
+_CORPUS: dict[str, tuple[Any, Rule]] = {
+  "corpus_path": ("../shared/data/tinyshakespeare.txt", Rule(str)),
+  "corpus_url": (TINY_SHAKESPEARE_URL, Rule(str)),
+  "corpus_sha256": (TINY_SHAKESPEARE_SHA256, Rule(str)),
+  "cache_dir": ("~/.cache/tfmr_jax", Rule(str)),
+  # SHA-256 of the corpus bytes a run read: recorded at its first run (with
+  # corpus_path made absolute) and checked at every later read; "" = not yet recorded.
+  "corpus_content_sha256": ("", Rule(str)),
+}
+
 # task.name -> {field: (default, rule)}; defaults are those of each task's reference setup.
 TASK_FIELDS: dict[str, dict[str, tuple[Any, Rule]]] = {
   "reverse": _toy(num_symbols=10, length=16, test_size=10_000),
@@ -50,14 +62,16 @@ TASK_FIELDS: dict[str, dict[str, tuple[Any, Rule]]] = {
     "test_size": (1_000, positive_int()),
   },
   "char_lm": {
-    "corpus_path": ("../shared/data/tinyshakespeare.txt", Rule(str)),
-    "corpus_url": (TINY_SHAKESPEARE_URL, Rule(str)),
-    "corpus_sha256": (TINY_SHAKESPEARE_SHA256, Rule(str)),
-    "cache_dir": ("~/.cache/tfmr_jax", Rule(str)),
-    # SHA-256 of the corpus bytes a run read: recorded at its first run (with
-    # corpus_path made absolute) and checked at every later read; "" = not yet recorded.
-    "corpus_content_sha256": ("", Rule(str)),
+    **_CORPUS,
     "block_size": (64, positive_int()),
+    "val_fraction": (0.1, Rule(float, low=0.0, high=1.0, low_exclusive=True)),
+  },
+  # Any UTF-8 text file, tokenized once with the tokenizer in tokenizer_dir (GPT-2's BPE:
+  # tokenizer.json, or vocab.json + merges.txt); "" = the folder of train.init_from "hf:DIR".
+  "text": {
+    **_CORPUS,
+    "tokenizer_dir": ("", Rule(str)),
+    "block_size": (1024, positive_int()),
     "val_fraction": (0.1, Rule(float, low=0.0, high=1.0, low_exclusive=True)),
   },
 }
@@ -114,6 +128,13 @@ SECTION_FIELDS: dict[str, dict[str, tuple[Any, Rule]]] = {
     # Check inside the compiled step that loss, gradients and parameters stay finite
     # (chex.chexify), naming the step and the leaves; one host sync per step.
     "debug_checks": (False, Rule(bool)),
+    # The weights step 0 starts from: "" = a fresh init; "hf:DIR" = the Hugging Face GPT-2
+    # in the folder DIR (config.json + model.safetensors; the model section must match
+    # it); any other value = a tfmr_jax work directory, its latest checkpoint's parameters.
+    # Read once, before step 0: a resume restores the run's own checkpoint.
+    "init_from": ("", Rule(str)),
+    # Evaluate once before the first step too (the starting point of a fine-tuning run).
+    "eval_at_start": (False, Rule(bool)),
   },
 }
 SECTIONS = ("task", "model", "optim", "train")

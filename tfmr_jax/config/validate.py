@@ -14,6 +14,7 @@ from tfmr_jax.config.model import check_model
 from tfmr_jax.config.rules import ConfigError, Rule, check_keys, checked
 from tfmr_jax.config.schema import (
   GPT_ARCHITECTURE,
+  HF_PREFIX,
   MODEL_KIND_FOR_FORMAT,
   SECTION_FIELDS,
   SECTIONS,
@@ -46,6 +47,7 @@ def validate(config) -> ml_collections.ConfigDict:
     for field, value in fields.items():
       resolved[section][field] = checked(f"{section}.{field}", value, schemas[section][field][1])
   _check_relations(resolved)
+  _check_init_from(resolved)
   return ml_collections.ConfigDict(resolved)
 
 
@@ -98,11 +100,37 @@ def _check_relations(c: dict) -> None:
       f"config.task.corpus_content_sha256 = {recorded_sha256!r}: must be '' "
       "(not yet recorded) or 64 lowercase hex digits"
     )
-  if task["name"] == "char_lm" and task["corpus_url"] and not task["corpus_sha256"]:
+  if task["name"] in ("char_lm", "text") and task["corpus_url"] and not task["corpus_sha256"]:
     raise ConfigError(
       f"config.task.corpus_sha256 = '': required with config.task.corpus_url = "
       f"{task['corpus_url']!r}, to check the download"
     )
+
+
+def _check_init_from(c: dict) -> None:
+  """train.init_from is "", "hf:DIR" (a GPT) or a work directory; the text task's
+  tokenizer_dir, when "", becomes the DIR of "hf:DIR" (filled in here, so the run's
+  config.json names it). Files are not read here: see tfmr_jax.train.init_from."""
+  task, init_from = c["task"], c["train"]["init_from"]
+  hf_dir = init_from.removeprefix(HF_PREFIX) if init_from.startswith(HF_PREFIX) else None
+  if hf_dir == "":
+    raise ConfigError(
+      f"config.train.init_from = {init_from!r}: 'hf:' needs the Hugging Face GPT-2 folder "
+      "after it, e.g. 'hf:gpt2'"
+    )
+  if hf_dir is not None and c["model"]["kind"] != "gpt":
+    raise ConfigError(
+      f"config.train.init_from = {init_from!r}: Hugging Face GPT-2 weights need "
+      f"model.kind = 'gpt', not {c['model']['kind']!r}"
+    )
+  if task["name"] == "text" and not task["tokenizer_dir"]:
+    if hf_dir is None:
+      raise ConfigError(
+        "config.task.tokenizer_dir = '': the text task needs a tokenizer folder (tokenizer.json, "
+        "or vocab.json + merges.txt); set it, or set config.train.init_from = 'hf:DIR' to "
+        "use that folder's"
+      )
+    task["tokenizer_dir"] = hf_dir
 
 
 def _check_cudnn(model: dict, *, backend: str) -> None:

@@ -22,8 +22,10 @@ from tfmr_jax.tasks.corpus import (
 from tfmr_jax.tasks.heldout import HeldOut, max_test_size, sequence_hash_B
 from tfmr_jax.tasks.reverse import Reverse
 from tfmr_jax.tasks.sort import Sort
+from tfmr_jax.tasks.text import TextLM, cached_token_ids
+from tfmr_jax.tasks.tokenizer import TokenizerError, load_tokenizer
 
-TASKS = {cls.name: cls for cls in (Reverse, Copy, Sort, Addition, CharLM)}
+TASKS = {cls.name: cls for cls in (Reverse, Copy, Sort, Addition, CharLM, TextLM)}
 FORMATS = {name: cls.format for name, cls in TASKS.items()}
 
 
@@ -31,7 +33,9 @@ def make_task(name: str, **fields):
   """The task `name` built from its config fields (those of `config.task` but `name`).
 
   char_lm takes corpus_path, corpus_url, corpus_sha256, cache_dir, corpus_content_sha256,
-  block_size and val_fraction, and reads (or downloads) the corpus here.
+  block_size and val_fraction, and reads (or downloads) the corpus here. text takes the
+  same and tokenizer_dir: it loads that tokenizer and the corpus's token ids (tokenized
+  once, then cached in cache_dir).
   """
   if name not in TASKS:
     raise ValueError(f"unknown task {name!r}; choose from {', '.join(sorted(TASKS))}")
@@ -45,7 +49,41 @@ def make_task(name: str, **fields):
       content_sha256=fields.pop("corpus_content_sha256", ""),
     )
     return CharLM(text=text, source=path, **fields)
+  if name == "text":
+    return _text_task(**fields)
   return TASKS[name](**fields)
+
+
+def _text_task(
+  *,
+  corpus_path: str,
+  corpus_url: str,
+  corpus_sha256: str,
+  cache_dir: str,
+  tokenizer_dir: str,
+  block_size: int,
+  val_fraction: float,
+  corpus_content_sha256: str = "",
+) -> TextLM:
+  try:
+    tokenizer = load_tokenizer(tokenizer_dir)
+  except TokenizerError as e:
+    raise CorpusError(f"config.task.tokenizer_dir = {tokenizer_dir!r}: {e}") from None
+  ids_T = cached_token_ids(
+    corpus_path,
+    tokenizer,
+    cache_dir=cache_dir,
+    url=corpus_url,
+    sha256=corpus_sha256,
+    content_sha256=corpus_content_sha256,
+  )
+  return TextLM(
+    ids_T=ids_T,
+    tokenizer=tokenizer,
+    block_size=block_size,
+    val_fraction=val_fraction,
+    source=corpus_path,
+  )
 
 
 __all__ = [
@@ -60,6 +98,7 @@ __all__ = [
   "HeldOut",
   "Reverse",
   "Sort",
+  "TextLM",
   "corpus_sha256",
   "load_text",
   "make_task",

@@ -13,7 +13,7 @@ from tfmr_jax.train.checkpoint import (
   DamagedCheckpointWarning,
 )
 from tfmr_jax.train.hf_export import ExportError, export
-from tfmr_jax.train.loop import NonFiniteLossError, train
+from tfmr_jax.train.loop import NonFiniteLossError, preflight, train
 from tfmr_jax.train.metrics_log import read_metrics
 from tfmr_jax.train.run import Run, evaluate, load_run, sample
 from tfmr_jax.train.run_config import has_config, load_config, save_config
@@ -30,6 +30,7 @@ __all__ = [
   "has_config",
   "load_config",
   "load_run",
+  "preflight",
   "read_metrics",
   "sample",
   "save_config",

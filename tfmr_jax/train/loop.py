@@ -4,9 +4,10 @@
     metrics = tfmr_jax.train.train(config, "runs/reverse")   # a notebook does the same
 
 Top to bottom: validate the config (a resume must match the recorded run); build the
-task, the model and the optimizer; restore the newest intact checkpoint if the work
-directory has one, then record the config; then step, logging, evaluating and
-checkpointing on their schedules; evaluate at the end.
+task, the model (a new run starts from `train.init_from`'s weights, if set) and the
+optimizer; restore the newest intact checkpoint if the work directory has one, then
+record the config; then step, logging, evaluating and checkpointing on their
+schedules; evaluate at the end.
 Data is a pure function of (seed, step) and the checkpoint holds everything else,
 so a resumed run takes exactly the steps the uninterrupted one would.
 """
@@ -25,6 +26,7 @@ from tfmr_jax.tasks import make_task
 from tfmr_jax.train.build import build_model
 from tfmr_jax.train.checkpoint import Checkpointer
 from tfmr_jax.train.evaluate import decodes_answers, evaluate_held_out, greedy_exact_match
+from tfmr_jax.train.init_from import check_init_from, check_vocab, initial_params
 from tfmr_jax.train.interrupt import stop_requests
 from tfmr_jax.train.metrics_log import MetricsLog
 from tfmr_jax.train.optim import build_optimizer
@@ -84,8 +86,15 @@ def train(
         allow_config_change=allow_config_change,
       )
 
+    fresh = checkpoints.latest_step() is None  # a resume restores its own weights
+    if fresh:
+      check_init_from(config)
     task = make_task(**config.task)
     model = build_model(config, task, seed=t.seed)
+    if fresh and t.init_from:
+      check_vocab(config, task)
+      parts = model_state.split(model)
+      model = model_state.merge(parts.graphdef, initial_params(config, parts.params), parts.rest)
     tx, schedule = build_optimizer(config)
     train_graphdef, eval_graphdef, state = init_state(model, tx)
     state = put_replicated(state, mesh)
@@ -135,6 +144,10 @@ def train(
       )
     )
 
+    if t.eval_at_start and start == 0:
+      held_out = evaluate_now(state)
+      log.write(0, task.eval_split, held_out)
+      tqdm.write(_describe(0, task.eval_split, held_out), file=sys.stderr)
     for step in range(start, t.num_steps):
       batch = put_batch(task.train_batch(t.seed, step, t.batch_size), mesh)
       done = step + 1
@@ -190,6 +203,23 @@ def train(
       "train_loss": window.last_loss,
       "wall_time_s": time.perf_counter() - start_time,
     }
+
+
+def preflight(config, workdir: str) -> None:
+  """What `train` would refuse of its inputs, checked before it writes anything: a new
+  run's `train.init_from`, then the corpus (and tokenizer) of char_lm and text.
+  `config` is validated."""
+  if not _has_checkpoints(workdir):
+    check_init_from(config)
+  if config.task.name in ("char_lm", "text"):
+    task = make_task(**config.task)
+    if not _has_checkpoints(workdir):
+      check_vocab(config, task)
+
+
+def _has_checkpoints(workdir: str) -> bool:
+  directory = os.path.join(workdir, "checkpoints")
+  return os.path.isdir(directory) and any(d.isdigit() for d in os.listdir(directory))
 
 
 def _describe(step: int, split: str, metrics: dict) -> str:

@@ -8,14 +8,16 @@ with a ConfigError listing every difference, unless the caller passes
 the run is watched are free: those in COSMETIC. `train.num_steps` may change
 (extending a run is the usual case) but not to below the checkpoint's step.
 
-char_lm's corpus is pinned at the first run (`pin_corpus`): its path made absolute
-and its SHA-256 recorded, so evaluate, sample and a resume read the same file from
-any directory, and refuse it if its content changed.
+The corpus of char_lm and text is pinned at the first run (`pin_corpus`): its path
+made absolute and its SHA-256 recorded, so evaluate, sample and a resume read the same
+file from any directory, and refuse it if its content changed. text's tokenizer_dir
+and train.init_from's folder are made absolute too.
 """
 
 import os
 
 from tfmr_jax import config as config_lib
+from tfmr_jax.config.schema import HF_PREFIX
 from tfmr_jax.tasks import corpus_sha256
 
 # section -> fields that do not change the training trajectory.
@@ -30,6 +32,7 @@ COSMETIC = {
     "checkpoint_every",
     "keep_checkpoints",
     "debug_checks",
+    "eval_at_start",
   },
 }
 
@@ -68,19 +71,29 @@ def check_resume(
 
 
 def pin_corpus(config, *, recorded=None):
-  """`config` with char_lm's corpus pinned: corpus_path and cache_dir made absolute
-  (against the current directory) and corpus_content_sha256 filled in, from the
-  `recorded` run if it has it, else from the file now at corpus_path. Other tasks
-  are returned as they are."""
-  if config.task.name != "char_lm":
-    return config
+  """`config` with its files pinned: train.init_from's folder made absolute; for char_lm
+  and text, corpus_path, cache_dir (and text's tokenizer_dir) made absolute (against the
+  current directory) and corpus_content_sha256 filled in, from the `recorded` run if it
+  has it, else from the file now at corpus_path."""
   config = config.copy_and_resolve_references()
+  init_from = config.train.init_from
+  if init_from:
+    prefix = HF_PREFIX if init_from.startswith(HF_PREFIX) else ""
+    config.train.init_from = prefix + _absolute(init_from.removeprefix(prefix))
+  if config.task.name not in ("char_lm", "text"):
+    return config
   task = config.task
-  task.corpus_path = os.path.abspath(os.path.expanduser(task.corpus_path))
-  task.cache_dir = os.path.abspath(os.path.expanduser(task.cache_dir))
+  task.corpus_path = _absolute(task.corpus_path)
+  task.cache_dir = _absolute(task.cache_dir)
+  if task.name == "text":
+    task.tokenizer_dir = _absolute(task.tokenizer_dir)
   if not task.corpus_content_sha256 and recorded is not None:
     task.corpus_content_sha256 = recorded.task.get("corpus_content_sha256", "")
   if not task.corpus_content_sha256:
     url_sha256 = task.corpus_sha256 if task.corpus_url else ""
     task.corpus_content_sha256 = corpus_sha256(task.corpus_path, url_sha256=url_sha256)
   return config
+
+
+def _absolute(path: str) -> str:
+  return os.path.abspath(os.path.expanduser(path))
