@@ -205,6 +205,29 @@ def test_kv_cache_append_and_mask():
   np.testing.assert_array_equal(cache.causal_mask(1)[0, 0], [[True, True, True, False, False]])
   with pytest.raises(ValueError, match="must both be"):
     cache.append(jnp.ones((2, 1, 2, 3)), jnp.ones((2, 1, 2, 3)))
+  np.testing.assert_array_equal(cache.key_mask()[:, 0, 0], [[1, 1, 1, 0, 0]] * 2)
+  padded = KVCache.zeros(2, 5, 1, 3).append(k, k, jnp.array([[False, True], [True, True]]))
+  np.testing.assert_array_equal(padded.key_mask()[:, 0, 0], [[0, 1, 0, 0, 0], [1, 1, 0, 0, 0]])
+  with pytest.raises(ValueError, match=r"valid_BT must be bool of shape \(2, 2\)"):
+    cache.append(k, k, jnp.ones((2, 2), jnp.int32))
+
+
+def test_cached_attention_never_sees_pad_keys():
+  """Row 0 left-padded by two tokens: its outputs at real positions equal the unpadded
+  row's, whatever the pad tokens hold."""
+  D, N = 12, 4
+  mha = MultiHeadAttention(D, N, rngs=nnx.Rngs(0))
+  x_1TD = jax.random.normal(jax.random.key(1), (1, 3, D))
+  alone, _ = mha.extend(x_1TD, mha.init_cache(1, 4))
+  junk_2TD = 100 * jax.random.normal(jax.random.key(2), (2, 2, D))
+  x_2TD = jnp.concatenate([junk_2TD[:1], x_1TD], axis=1)
+  valid = jnp.array([[False, False, True, True, True]])
+  padded, cache = mha.extend(x_2TD, mha.init_cache(1, 6), valid_BT=valid)
+  np.testing.assert_allclose(padded[:, 2:], alone, atol=1e-5)
+  step = jax.random.normal(jax.random.key(3), (1, 1, D))
+  alone_next, _ = mha.extend(step, mha.extend(x_1TD, mha.init_cache(1, 4))[1])
+  padded_next, _ = mha.extend(step, cache)
+  np.testing.assert_allclose(padded_next, alone_next, atol=1e-5)
 
 
 @pytest.mark.parametrize(
