@@ -245,15 +245,14 @@ def nucleus_oracle(logits_V, top_p):
   return set(kept)
 
 
+filter_jit = jax.jit(decode.filter_logits, static_argnames="top_k")  # top_p traced: 2 compiles
+
+
 @pytest.mark.parametrize("top_k", [None, 40])
 @pytest.mark.parametrize("top_p", [1e-6, 0.3, 0.9, 0.999])
 def test_top_p_keeps_the_nucleus(top_p, top_k):
   logits_BV = np.asarray(jax.random.normal(jax.random.key(3), (3, 101)) * 2, np.float64)
-  filtered = np.asarray(
-    jax.jit(lambda x, p: decode.filter_logits(x, top_k=top_k, top_p=p))(
-      jnp.asarray(logits_BV, jnp.float32), top_p
-    )
-  )
+  filtered = np.asarray(filter_jit(jnp.asarray(logits_BV, jnp.float32), top_k=top_k, top_p=top_p))
   for b in range(3):
     row_V = logits_BV[b].copy()
     if top_k is not None:
@@ -261,3 +260,30 @@ def test_top_p_keeps_the_nucleus(top_p, top_k):
     assert set(np.flatnonzero(np.isfinite(filtered[b]))) == nucleus_oracle(row_V, top_p), b
     kept = np.isfinite(filtered[b])
     np.testing.assert_allclose(filtered[b][kept], logits_BV[b][kept], rtol=1e-6)
+
+
+EXTEND_CALLS = []
+
+
+class CountingGPT2(GPT2):
+  """GPT2 that records each `extend` it runs (at run time, inside the compiled loop)."""
+
+  def extend(self, tokens_BT, cache, **kwargs):
+    jax.debug.callback(lambda: EXTEND_CALLS.append(tokens_BT.shape[1]))
+    return super().extend(tokens_BT, cache, **kwargs)
+
+
+def test_the_loop_stops_once_every_row_has_ended():
+  config = TransformerConfig.gpt(vocab_size=V, max_len=16, num_layers=1, num_heads=1, d_model=4)
+  model = CountingGPT2(config, rngs=nnx.Rngs(0))
+  prompt = jnp.array([[3, 1, 4]])
+  greedy = np.asarray(decode.generate(model, prompt, max_new_tokens=M))
+  jax.effects_barrier()
+  assert EXTEND_CALLS == [3] + [1] * (M - 1)  # prefill, then M - 1 steps
+  EXTEND_CALLS.clear()
+  eos = int(greedy[0, 3])  # the first new token ends the only row
+  out = np.asarray(decode.generate(model, prompt, max_new_tokens=M, eos_id=eos))
+  jax.effects_barrier()
+  np.testing.assert_array_equal(out[0, 3:], [eos] * M)
+  assert EXTEND_CALLS == [3]  # the prefill only: no step ran
+  assert decode.lengths_to_eos(out[:, 3:], eos).tolist() == [0]
