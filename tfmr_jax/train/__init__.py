@@ -4,6 +4,8 @@ from tfmr_jax import train
 metrics = train.train(config, "runs/reverse")    # dict of final held-out metrics
 train.evaluate("runs/reverse")                   # reload the latest checkpoint, evaluate
 train.sample("runs/char_lm", "ROMEO:")           # generate with the KV cache
+train.sample_pretrained("gpt2/", ["Hello,"])       # a Hugging Face GPT-2 folder
+train.evaluate_text("gpt2/", "wiki.txt")          # its perplexity on a text file
 """
 
 from tfmr_jax.train.checkpoint import (
@@ -13,6 +15,13 @@ from tfmr_jax.train.checkpoint import (
 )
 from tfmr_jax.train.loop import NonFiniteLossError, train
 from tfmr_jax.train.metrics_log import read_metrics
+from tfmr_jax.train.pretrained import (
+  Pretrained,
+  PretrainedError,
+  evaluate_text,
+  load_pretrained,
+  sample_pretrained,
+)
 from tfmr_jax.train.run import Run, evaluate, load_run, sample
 from tfmr_jax.train.run_config import has_config, load_config, save_config
 
@@ -21,13 +30,18 @@ __all__ = [
   "CheckpointWriteError",
   "DamagedCheckpointWarning",
   "NonFiniteLossError",
+  "Pretrained",
+  "PretrainedError",
   "Run",
   "evaluate",
+  "evaluate_text",
   "has_config",
   "load_config",
+  "load_pretrained",
   "load_run",
   "read_metrics",
   "sample",
+  "sample_pretrained",
   "save_config",
   "train",
 ]
