@@ -217,17 +217,17 @@ def test_cached_attention_never_sees_pad_keys():
   row's, whatever the pad tokens hold."""
   D, N = 12, 4
   mha = MultiHeadAttention(D, N, rngs=nnx.Rngs(0))
+  extend = jax.jit(lambda x, cache, valid: mha.extend(x, cache, valid_BT=valid))
   x_1TD = jax.random.normal(jax.random.key(1), (1, 3, D))
-  alone, _ = mha.extend(x_1TD, mha.init_cache(1, 4))
-  junk_2TD = 100 * jax.random.normal(jax.random.key(2), (2, 2, D))
-  x_2TD = jnp.concatenate([junk_2TD[:1], x_1TD], axis=1)
+  alone, alone_cache = extend(x_1TD, mha.init_cache(1, 6), jnp.ones((1, 3), bool))
+  junk_1TD = 100 * jax.random.normal(jax.random.key(2), (1, 2, D))
   valid = jnp.array([[False, False, True, True, True]])
-  padded, cache = mha.extend(x_2TD, mha.init_cache(1, 6), valid_BT=valid)
+  padded, cache = extend(jnp.concatenate([junk_1TD, x_1TD], axis=1), mha.init_cache(1, 6), valid)
   np.testing.assert_allclose(padded[:, 2:], alone, atol=1e-5)
-  step = jax.random.normal(jax.random.key(3), (1, 1, D))
-  alone_next, _ = mha.extend(step, mha.extend(x_1TD, mha.init_cache(1, 4))[1])
-  padded_next, _ = mha.extend(step, cache)
-  np.testing.assert_allclose(padded_next, alone_next, atol=1e-5)
+  step_1TD, real = jax.random.normal(jax.random.key(3), (1, 1, D)), jnp.ones((1, 1), bool)
+  np.testing.assert_allclose(
+    extend(step_1TD, cache, real)[0], extend(step_1TD, alone_cache, real)[0], atol=1e-5
+  )
 
 
 @pytest.mark.parametrize(
