@@ -351,6 +351,8 @@ SAMPLE_CASES = [
   ),
   (SAMPLE + ["--top-k=0"], "top_k must be a positive int, got 0"),
   (SAMPLE + ["--top-k=99"], "top_k=99 must lie in [1, vocab_size=4]"),
+  (SAMPLE + ["--top-p=2"], "top_p must be a number in (0, 1] (1 = no nucleus filter), got 2.0"),
+  (SAMPLE + ["--prompt=1 2 3 0"], "sample --workdir needs one --prompt"),
 ]
 
 
@@ -433,3 +435,81 @@ def test_bad_finetune_input_exits_2_before_compiling(argv, fragment, gpt2_hf_dir
   _, err = capsys.readouterr()
   assert_clean_error(rc, err, command="train", fragment=fragment.format(tmp=tmp, hf=hf))
   assert not os.path.exists(workdir) and _snapshot(hf) == before
+
+
+# Floor E: a Hugging Face GPT-2 folder (`gpt2_hf_dir`: the tiny golden model and GPT-2's
+# tokenizer), its prompts and the text to score; refused before anything compiles.
+LONG_PROMPT = " word" * 60  # 60 tokens: 60 + 5 new > the context of 64
+HF_CASES = [
+  (
+    ["evaluate", "--hf-dir={hf}", "--text={tmp}/missing.txt"],
+    "text file '{tmp}/missing.txt' does not exist",
+  ),
+  (
+    ["evaluate", "--hf-dir={hf}", "--text={tmp}/empty.txt"],
+    "text file '{tmp}/empty.txt' is empty: scoring needs at least two tokens",
+  ),
+  (
+    ["evaluate", "--hf-dir={hf}", "--text={tmp}/latin1.txt"],
+    "text file '{tmp}/latin1.txt' is not UTF-8 text: byte 0xe9 at offset 3",
+  ),
+  (["evaluate", "--hf-dir={hf}", "--text={tmp}"], "text file '{tmp}' is not a regular file"),
+  (
+    ["evaluate", "--hf-dir={hf}", "--text={tmp}/one_token.txt"],
+    "text file '{tmp}/one_token.txt' has 1 token; scoring needs at least two",
+  ),
+  (
+    ["evaluate", "--hf-dir={hf}", "--text={tmp}/ok.txt", "--stride=64"],
+    "stride must be an int in [1, context - 1 = 63]",
+  ),
+  (["evaluate", "--hf-dir={hf}"], "evaluate --hf-dir needs --text FILE"),
+  (
+    ["sample", "--hf-dir={hf}", "--prompt=Hi", f"--prompt={LONG_PROMPT}", "--max-new-tokens=5"],
+    "prompt 1 has 60 token(s); with max_new_tokens=5 that is 65 positions, more than the "
+    "model's context of 64",
+  ),
+  (["sample", "--hf-dir={hf}"], "sample --hf-dir needs at least one --prompt"),
+  (
+    ["sample", "--hf-dir={hf}", "--prompt=Hi", "--top-p=0"],
+    "top_p must be a number in (0, 1] (1 = no nucleus filter), got 0.0",
+  ),
+  (
+    ["sample", "--hf-dir={hf}", "--prompt=Hi", "--top-p=nan"],
+    "top_p must be a number in (0, 1] (1 = no nucleus filter), got nan",
+  ),
+  (
+    ["sample", "--hf-dir={hf}", "--prompt=Hi", "--top-k=50258", "--max-new-tokens=5"],
+    "top_k=50258 must lie in [1, vocab_size=50257]",
+  ),
+  (
+    ["sample", "--hf-dir={tmp}/nothing", "--prompt=Hi"],
+    "Hugging Face folder '{tmp}/nothing' does not exist",
+  ),
+  (
+    ["sample", "--hf-dir={tmp}", "--prompt=Hi"],
+    "Hugging Face folder '{tmp}': '{tmp}/config.json' does not exist: a Hugging Face model "
+    "folder needs one",
+  ),
+  (["train", "--hf-dir={hf}"], "--hf-dir goes with sample or evaluate, without --workdir"),
+]
+
+
+@pytest.mark.parametrize("argv,fragment", HF_CASES)
+def test_bad_hf_dir_input_exits_2_before_compiling(argv, fragment, gpt2_hf_dir, tmp_path, capsys):
+  from tfmr_jax import decode
+  from tfmr_jax.train import pretrained
+
+  tmp = str(tmp_path)
+  for name, data in {
+    "empty.txt": b"",
+    "latin1.txt": "caf\xe9 au lait\n".encode("latin-1"),
+    "one_token.txt": b"Hello",
+    "ok.txt": b"Hello world, this is fine.",
+  }.items():
+    _write(os.path.join(tmp, name), data)
+  compiled = decode._generate._cache_size(), pretrained._window_nll._cache_size()
+  filled = [a.format(hf=gpt2_hf_dir, tmp=tmp) for a in argv]
+  rc = cli.main(filled)
+  _, err = capsys.readouterr()
+  assert_clean_error(rc, err, command=argv[0], fragment=fragment.format(tmp=tmp))
+  assert (decode._generate._cache_size(), pretrained._window_nll._cache_size()) == compiled

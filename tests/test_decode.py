@@ -118,11 +118,20 @@ def test_top_k_samples_stay_in_top_k(gpt, gpt_forward):
 
 
 def test_compiles_once(gpt):
+  """temperature, top_p, the keys and the prompt's ids and padding are traced; top_k is
+  static (jax.lax.top_k needs it), so it is the same in both calls."""
   prompt = jnp.array([[5, 6, 7], [8, 9, 10]])
-  decode.generate(gpt, prompt, max_new_tokens=M, temperature=0.7, rng=jax.random.key(0))
+  decode.generate(gpt, prompt, max_new_tokens=M, temperature=0.7, top_k=4, rng=jax.random.key(0))
   before = decode._generate._cache_size()
   decode.generate(
-    gpt, prompt + 1, max_new_tokens=M, temperature=0.9, top_k=4, rng=jax.random.key(1)
+    gpt,
+    prompt + 1,
+    max_new_tokens=M,
+    temperature=0.9,
+    top_k=4,
+    top_p=0.5,
+    rng=jax.random.key(1),
+    prompt_valid_BT=np.array([[False, True, True], [True, True, True]]),
   )
   assert decode._generate._cache_size() == before
 
@@ -177,3 +186,104 @@ def test_generate_seq2seq_bad_arguments(s2s):
       jnp.zeros((1, 2)),
       max_new_tokens=1,
     )
+
+
+def test_sampling_follows_the_documented_keys_and_top_p_1_filters_nothing(gpt, gpt_forward):
+  """Token i of row b is categorical(fold_in(split(rng, B)[b], i), logits / temperature)
+  of the full forward pass's logits, with top_p = 1 (the default) as with top_p = 1.0
+  given: the nucleus filter at 1 drops nothing, not even a token of tiny probability."""
+  prompt = jnp.array([[3, 1, 4], [1, 5, 9]])
+  temperature, rng = 1.0, jax.random.key(11)
+  out = np.asarray(
+    decode.generate(gpt, prompt, max_new_tokens=M, temperature=temperature, top_p=1.0, rng=rng)
+  )
+  plain = decode.generate(gpt, prompt, max_new_tokens=M, temperature=temperature, rng=rng)
+  np.testing.assert_array_equal(out, plain)
+  keys_B = jax.random.split(rng, 2)
+  want = np.zeros((2, 3 + M), np.int32)
+  want[:, :3] = prompt
+  for i in range(M):
+    logits_BV = np.asarray(gpt_forward(jnp.asarray(want)))[:, 3 + i - 1] / temperature
+    for b in range(2):
+      key = jax.random.fold_in(keys_B[b], i)
+      want[b, 3 + i] = jax.random.categorical(key, jnp.asarray(logits_BV[b]))
+  np.testing.assert_array_equal(out, want)
+
+
+def old_top_k_filter(logits_BV, k):
+  """The full-sort top-k that jax.lax.top_k replaced: threshold at the k-th largest."""
+  V = logits_BV.shape[-1]
+  kth_B1 = jax.lax.dynamic_slice_in_dim(jnp.sort(logits_BV, axis=-1), V - k, 1, axis=1)
+  return jnp.where(logits_BV < kth_B1, -jnp.inf, logits_BV)
+
+
+@pytest.mark.parametrize("k", [1, 5, 97, 1000])
+def test_lax_top_k_filter_equals_the_full_sort(k):
+  logits_BV = jax.random.normal(jax.random.key(k), (4, 1009)) * 3  # ties have probability 0
+  filtered = decode.filter_logits(logits_BV, top_k=k)
+  np.testing.assert_array_equal(filtered, old_top_k_filter(logits_BV, k))
+  assert (np.isfinite(np.asarray(filtered)).sum(axis=1) == min(k, 1009)).all()
+  keys = jax.random.split(jax.random.key(0), 8)
+  for key in keys:
+    np.testing.assert_array_equal(
+      jax.random.categorical(key, filtered),
+      jax.random.categorical(key, old_top_k_filter(logits_BV, k)),
+    )
+
+
+def nucleus_oracle(logits_V, top_p):
+  """NumPy: the kept tokens, the most likely first until their probability reaches top_p."""
+  p_V = np.exp(logits_V - logits_V.max())
+  p_V /= p_V.sum()
+  order = np.argsort(-p_V)
+  kept, mass = [], 0.0
+  for token in order:
+    if mass >= top_p:
+      break
+    kept.append(token)
+    mass += p_V[token]
+  return set(kept)
+
+
+filter_jit = jax.jit(decode.filter_logits, static_argnames="top_k")  # top_p traced: 2 compiles
+
+
+@pytest.mark.parametrize("top_k", [None, 40])
+@pytest.mark.parametrize("top_p", [1e-6, 0.3, 0.9, 0.999])
+def test_top_p_keeps_the_nucleus(top_p, top_k):
+  logits_BV = np.asarray(jax.random.normal(jax.random.key(3), (3, 101)) * 2, np.float64)
+  filtered = np.asarray(filter_jit(jnp.asarray(logits_BV, jnp.float32), top_k=top_k, top_p=top_p))
+  for b in range(3):
+    row_V = logits_BV[b].copy()
+    if top_k is not None:
+      row_V[np.argsort(-row_V)[top_k:]] = -np.inf
+    assert set(np.flatnonzero(np.isfinite(filtered[b]))) == nucleus_oracle(row_V, top_p), b
+    kept = np.isfinite(filtered[b])
+    np.testing.assert_allclose(filtered[b][kept], logits_BV[b][kept], rtol=1e-6)
+
+
+EXTEND_CALLS = []
+
+
+class CountingGPT2(GPT2):
+  """GPT2 that records each `extend` it runs (at run time, inside the compiled loop)."""
+
+  def extend(self, tokens_BT, cache, **kwargs):
+    jax.debug.callback(lambda: EXTEND_CALLS.append(tokens_BT.shape[1]))
+    return super().extend(tokens_BT, cache, **kwargs)
+
+
+def test_the_loop_stops_once_every_row_has_ended():
+  config = TransformerConfig.gpt(vocab_size=V, max_len=16, num_layers=1, num_heads=1, d_model=4)
+  model = CountingGPT2(config, rngs=nnx.Rngs(0))
+  prompt = jnp.array([[3, 1, 4]])
+  greedy = np.asarray(decode.generate(model, prompt, max_new_tokens=M))
+  jax.effects_barrier()
+  assert EXTEND_CALLS == [3] + [1] * (M - 1)  # prefill, then M - 1 steps
+  EXTEND_CALLS.clear()
+  eos = int(greedy[0, 3])  # the first new token ends the only row
+  out = np.asarray(decode.generate(model, prompt, max_new_tokens=M, eos_id=eos))
+  jax.effects_barrier()
+  np.testing.assert_array_equal(out[0, 3:], [eos] * M)
+  assert EXTEND_CALLS == [3]  # the prefill only: no step ran
+  assert decode.lengths_to_eos(out[:, 3:], eos).tolist() == [0]

@@ -7,14 +7,22 @@
   tfmr-jax sample --workdir runs/char_lm --prompt "ROMEO:" --max-new-tokens 200
   tfmr-jax sample --workdir runs/copy --prompt "3 1 4 1 5 9 2 6 5 3"    # seq2seq: decode an input
   tfmr-jax export --workdir runs/char_lm --out exported/char_lm   # a Hugging Face GPT-2 folder
+  tfmr-jax sample --hf-dir gpt2 --prompt "Hello," --prompt "The" --top-p 0.9  # a GPT-2 folder
+  tfmr-jax evaluate --hf-dir gpt2 --text wiki.txt  # perplexity: {"mean_loss", "perplexity", ...}
 
 train options:   --config FILE[:ARG]  --workdir DIR  --config.<section>.<field>=VALUE
                  --stop-at-step N (stop and checkpoint after N steps; rerun to continue)
                  --allow-config-change (resume although the config changes the run)
 evaluate:        --workdir DIR  [--step N]
 sample:          --workdir DIR  --prompt TEXT  [--max-new-tokens 200] [--temperature 0.8]
-                 [--top-k K] [--seed 0]
+                 [--top-k K] [--top-p P] [--seed 0]
 export:          --workdir DIR  --out DIR  [--step N] [--overwrite]   (GPT runs only)
+Hugging Face GPT-2 folder (config.json, model.safetensors, vocab.json + merges.txt):
+  sample:        --hf-dir DIR  --prompt TEXT [--prompt TEXT ...] and the options above;
+                 one batch, each text printed whole, stopping at end-of-text; texts are
+                 separated by a line '---'; a prompt that does not fit the context with
+                 --max-new-tokens is refused
+  evaluate:      --hf-dir DIR  --text FILE  [--stride S (default: context / 2)]
 
 Exit status: 0 done; 1 training failed (e.g. a non-finite loss); 2 bad command line or
 config; 130 / 143 stopped by Ctrl-C / SIGTERM after saving a checkpoint.
@@ -54,7 +62,11 @@ def _flags(argv: list[str], recipe) -> flags.FlagValues:
   )
   flags.DEFINE_string("out", None, "export: the Hugging Face folder to write", flag_values=fv)
   flags.DEFINE_boolean("overwrite", False, "export: replace a non-empty --out", flag_values=fv)
-  flags.DEFINE_string("prompt", None, "sample: prompt text or task input", flag_values=fv)
+  flags.DEFINE_multi_string("prompt", None, "sample: prompt text or task input", flag_values=fv)
+  flags.DEFINE_string("hf_dir", None, "sample, evaluate: a Hugging Face GPT-2", flag_values=fv)
+  flags.DEFINE_string("text", None, "evaluate --hf-dir: the text file to score", flag_values=fv)
+  flags.DEFINE_integer("stride", None, "evaluate --hf-dir: window stride", flag_values=fv)
+  flags.DEFINE_float("top_p", 1.0, "sample: nucleus sampling, in (0, 1]", flag_values=fv)
   flags.DEFINE_integer("max_new_tokens", 200, "sample: tokens to generate", flag_values=fv)
   flags.DEFINE_float("temperature", 0.8, "sample: 0 = greedy", flag_values=fv)
   flags.DEFINE_integer("top_k", None, "sample: keep the k most likely tokens", flag_values=fv)
@@ -126,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
   try:
     if len(rest) > 1:
       raise flags.Error(f"unexpected arguments: {' '.join(rest[1:])}")
+    if fv.hf_dir is not None:
+      return _run_hf_dir(command, fv)
     if not fv.workdir:
       raise flags.Error("--workdir is required")
     return _run(command, fv)
@@ -186,20 +200,50 @@ def _run(command: str, fv: flags.FlagValues) -> int:
     return 0
   if command == "export":
     return _export(fv, train_lib)
-  if fv.prompt is None:
-    raise flags.Error("sample needs --prompt")
+  if fv.prompt is None or len(fv.prompt) != 1:
+    raise flags.Error("sample --workdir needs one --prompt")
   try:
     text = train_lib.sample(
       fv.workdir,
-      fv.prompt,
+      fv.prompt[0],
       max_new_tokens=fv.max_new_tokens,
       temperature=fv.temperature,
       top_k=fv.top_k,
+      top_p=fv.top_p,
       seed=fv.seed,
     )
   except ValueError as e:  # a prompt the task cannot read, or bad sampling options
     return _fail(command, e)
   print(text)
+  return 0
+
+
+def _run_hf_dir(command: str, fv: flags.FlagValues) -> int:
+  """sample or evaluate a Hugging Face GPT-2 folder (tfmr_jax.train.pretrained)."""
+  if command not in ("sample", "evaluate") or fv.workdir:
+    raise flags.Error("--hf-dir goes with sample or evaluate, without --workdir")
+  if command == "sample" and not fv.prompt:
+    raise flags.Error("sample --hf-dir needs at least one --prompt")
+  if command == "evaluate" and fv.text is None:
+    raise flags.Error("evaluate --hf-dir needs --text FILE, the text to score")
+  from tfmr_jax.train import pretrained  # loads JAX and Flax
+
+  try:
+    if command == "evaluate":
+      print(json.dumps(pretrained.evaluate_text(fv.hf_dir, fv.text, stride=fv.stride)))
+      return 0
+    texts = pretrained.sample_pretrained(
+      fv.hf_dir,
+      fv.prompt,
+      max_new_tokens=fv.max_new_tokens,
+      temperature=fv.temperature,
+      top_k=fv.top_k,
+      top_p=fv.top_p,
+      seed=fv.seed,
+    )
+  except ValueError as e:  # the folder, a prompt, the text file or an option: named in e
+    return _fail(command, e)
+  print("\n---\n".join(texts))
   return 0
 
 

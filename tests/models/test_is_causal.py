@@ -75,7 +75,8 @@ def test_gpt2_asks_for_is_causal_and_builds_no_mask():
   assert calls == [(11, 11, True, None)] * 2
   calls.clear()
   jax.eval_shape(lambda t, cache: gpt.extend(t, cache), tokens[:, :4], gpt.init_cache(2, 12))
-  assert calls == [(4, 12, False, (1, 1, 4, 12))] * 2  # decoding: the cache's causal mask
+  # decoding: the cache's causal mask ANDed with its per-row key mask (pad slots unseen)
+  assert calls == [(4, 12, False, (2, 1, 4, 12))] * 2
 
 
 def test_gpt2_logits_and_maps_are_those_of_the_causal_mask():
@@ -122,7 +123,7 @@ def test_decoder_asks_for_is_causal_with_the_target_padding_only():
   )
   calls.clear()
   jax.eval_shape(lambda t, c: model.extend(t, c), tgt[:, :3], cache)
-  assert calls == [(3, 12, False, (1, 1, 3, 12)), (3, 7, False, (2, 1, 1, 7))] * 2
+  assert calls == [(3, 12, False, (2, 1, 3, 12)), (3, 7, False, (2, 1, 1, 7))] * 2
 
 
 def test_decoder_logits_and_maps_are_those_of_causal_and_padding_masks():

@@ -205,6 +205,29 @@ def test_kv_cache_append_and_mask():
   np.testing.assert_array_equal(cache.causal_mask(1)[0, 0], [[True, True, True, False, False]])
   with pytest.raises(ValueError, match="must both be"):
     cache.append(jnp.ones((2, 1, 2, 3)), jnp.ones((2, 1, 2, 3)))
+  np.testing.assert_array_equal(cache.key_mask()[:, 0, 0], [[1, 1, 1, 0, 0]] * 2)
+  padded = KVCache.zeros(2, 5, 1, 3).append(k, k, jnp.array([[False, True], [True, True]]))
+  np.testing.assert_array_equal(padded.key_mask()[:, 0, 0], [[0, 1, 0, 0, 0], [1, 1, 0, 0, 0]])
+  with pytest.raises(ValueError, match=r"valid_BT must be bool of shape \(2, 2\)"):
+    cache.append(k, k, jnp.ones((2, 2), jnp.int32))
+
+
+def test_cached_attention_never_sees_pad_keys():
+  """Row 0 left-padded by two tokens: its outputs at real positions equal the unpadded
+  row's, whatever the pad tokens hold."""
+  D, N = 12, 4
+  mha = MultiHeadAttention(D, N, rngs=nnx.Rngs(0))
+  extend = jax.jit(lambda x, cache, valid: mha.extend(x, cache, valid_BT=valid))
+  x_1TD = jax.random.normal(jax.random.key(1), (1, 3, D))
+  alone, alone_cache = extend(x_1TD, mha.init_cache(1, 6), jnp.ones((1, 3), bool))
+  junk_1TD = 100 * jax.random.normal(jax.random.key(2), (1, 2, D))
+  valid = jnp.array([[False, False, True, True, True]])
+  padded, cache = extend(jnp.concatenate([junk_1TD, x_1TD], axis=1), mha.init_cache(1, 6), valid)
+  np.testing.assert_allclose(padded[:, 2:], alone, atol=1e-5)
+  step_1TD, real = jax.random.normal(jax.random.key(3), (1, 1, D)), jnp.ones((1, 1), bool)
+  np.testing.assert_allclose(
+    extend(step_1TD, cache, real)[0], extend(step_1TD, alone_cache, real)[0], atol=1e-5
+  )
 
 
 @pytest.mark.parametrize(

@@ -69,20 +69,33 @@ class GPT2(EmbeddedStack):
       layer.attention.init_cache(batch_size, max_len, dtype=dtype) for layer in self.layers
     )
 
-  def extend(self, tokens_BT, cache: tuple[KVCache, ...]):
+  def extend(self, tokens_BT, cache: tuple[KVCache, ...], *, valid_BT=None, positions_BT=None):
     """Run T new tokens after the cached ones: prefill (T = prompt) or one step (T = 1).
 
-    Returns (logits_BTV, new cache); the same logits as the full forward pass
-    over the whole sequence would give at these positions.
+    Args:
+      tokens_BT: int token ids.
+      cache: from `init_cache` or the previous call.
+      valid_BT: bool, True = real token (default all); pad tokens (a left-padded batch of
+        prompts) are never seen as keys, by these positions or later ones.
+      positions_BT: int positions (default: each row counts its real tokens, cached and
+        new, from 0 at its first real token; pad tokens sit at 0).
+
+    Returns (logits_BTV, new cache); at real tokens, the logits the full forward pass over
+    that row's real tokens alone would give.
     """
     check_tokens(
       "tokens_BT", tokens_BT, max_len=self.config.max_len, vocab_size=self.config.vocab_size
     )
     if len(cache) != len(self.layers):
       raise ValueError(f"cache has {len(cache)} layers, the model {len(self.layers)}")
-    if tokens_BT.shape[1] > cache[0].max_len:
-      raise ValueError(
-        f"cannot extend by T={tokens_BT.shape[1]} tokens: the cache holds {cache[0].max_len}"
-      )
-    x_BTD, cache = extend_layers(self.layers, self.embed(tokens_BT, cache[0].length), cache)
+    B, T = tokens_BT.shape
+    if T > cache[0].max_len:
+      raise ValueError(f"cannot extend by T={T} tokens: the cache holds {cache[0].max_len}")
+    if valid_BT is None:
+      valid_BT = jnp.ones((B, T), jnp.bool_)
+    if positions_BT is None:
+      seen_B1 = jnp.sum(cache[0].valid_BS, axis=1, dtype=jnp.int32)[:, None]
+      positions_BT = jnp.maximum(seen_B1 + jnp.cumsum(valid_BT, axis=1, dtype=jnp.int32) - 1, 0)
+    x_BTD = self.embed(tokens_BT, positions_BT)
+    x_BTD, cache = extend_layers(self.layers, x_BTD, cache, valid_BT=valid_BT)
     return self._logits(x_BTD), cache

@@ -2,7 +2,7 @@
 
 Dimension key: B batch, T positions, D model dim.
 
-    x = Dropout(TokenEmbedding(tokens) + PositionEmbedding(offset + [0..T)))
+    x = Dropout(TokenEmbedding(tokens) + PositionEmbedding(positions))
     L x EncoderBlock                     (how they attend is the subclass's call)
     (pre-LN: a final LayerNorm)
 
@@ -54,10 +54,12 @@ class EmbeddedStack(nnx.Module):
       layer_norm(c.d_model, epsilon=c.ln_eps, **dtypes, rngs=rngs) if c.norm == "pre" else None
     )
 
-  def embed(self, tokens_BT, offset=0):
-    """x_BTD of tokens at positions offset + [0, T): embeddings plus positions, dropout."""
-    T = tokens_BT.shape[1]
-    x_BTD = self.token_embedding(tokens_BT) + self.position_embedding(offset + jnp.arange(T))[None]
+  def embed(self, tokens_BT, positions_BT=None):
+    """x_BTD of tokens at int positions_BT (default [0, T) in every row): embeddings plus
+    positions, dropout."""
+    if positions_BT is None:
+      positions_BT = jnp.arange(tokens_BT.shape[1])[None]
+    x_BTD = self.token_embedding(tokens_BT) + self.position_embedding(positions_BT)
     return self.embedding_dropout(x_BTD)
 
   def normed(self, x_BTD):

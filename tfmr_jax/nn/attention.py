@@ -239,17 +239,18 @@ class MultiHeadAttention(nnx.Module):
     k_BSKH, v_BSKH = self.project_kv(x_BTD if context_BSD is None else context_BSD)
     return self.attend(x_BTD, k_BSKH, v_BSKH, mask=mask, bias=bias, is_causal=is_causal)
 
-  def extend(self, x_BTD, cache: KVCache, *, mask=None, bias=None) -> tuple:
+  def extend(self, x_BTD, cache: KVCache, *, mask=None, bias=None, valid_BT=None) -> tuple:
     """Self-attention decoding: append the T new positions to `cache`, attend causally over it.
 
     Position t of x_BTD sees the cached positions and the new ones up to itself
-    (the cache's own causal mask over its filled slots; `mask` and `bias`,
-    broadcastable to [B, N, T, cache length], are ANDed / added on).
-    Returns (out_BTD, the new cache).
+    (the cache's own causal mask over its filled slots), except pad tokens:
+    `valid_BT` (bool, default all True) marks the real ones, and slots appended as
+    padding are never seen. `mask` and `bias`, broadcastable to [B, N, T, cache
+    length], are ANDed / added on. Returns (out_BTD, the new cache).
     """
     k_BTKH, v_BTKH = self.project_kv(x_BTD)
-    cache = cache.append(k_BTKH, v_BTKH)
-    mask = combine_masks(cache.causal_mask(x_BTD.shape[1]), mask)
+    cache = cache.append(k_BTKH, v_BTKH, valid_BT)
+    mask = combine_masks(cache.causal_mask(x_BTD.shape[1]), cache.key_mask(), mask)
     return self.attend(x_BTD, cache.k_BSKH, cache.v_BSKH, mask=mask, bias=bias), cache
 
   def init_cache(self, batch_size: int, max_len: int, *, dtype=None) -> KVCache:

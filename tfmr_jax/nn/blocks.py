@@ -143,10 +143,12 @@ class EncoderBlock(_Block):
     )
     return self._feed_forward(self.attention_residual.add(x_BTD, h_BTD))
 
-  def extend(self, x_BTD, cache: KVCache, *, mask=None) -> tuple:
-    """Decode T new positions after the cached ones (causal over the cache): (x_BTD, cache)."""
+  def extend(self, x_BTD, cache: KVCache, *, mask=None, valid_BT=None) -> tuple:
+    """Decode T new positions after the cached ones (causal over the cache): (x_BTD, cache).
+
+    valid_BT: bool, False for pad tokens, which no later query sees (default all real)."""
     h_BTD, cache = self.attention.extend(
-      self.attention_residual.sublayer_input(x_BTD), cache, mask=mask
+      self.attention_residual.sublayer_input(x_BTD), cache, mask=mask, valid_BT=valid_BT
     )
     return self._feed_forward(self.attention_residual.add(x_BTD, h_BTD)), cache
 

@@ -3,7 +3,9 @@
 Dimension key: B batch, S cache length (fixed), T new tokens, K kv heads, H head dim.
 
 The cache has a fixed length S chosen up front, so one compiled step serves every
-position. `length` counts the filled slots; all rows of a batch share it.
+position. `length` counts the filled slots; all rows of a batch share it. `valid_BS`
+marks the slots that hold a real token: a left-padded prompt appends its pad tokens as
+invalid slots, which no query sees, so rows of different lengths share one cache.
 """
 
 import dataclasses
@@ -24,11 +26,13 @@ class KVCache:
   Attributes:
     k_BSKH, v_BSKH: keys and values; slots at and after `length` hold zeros.
     length: int32 scalar, the number of filled slots.
+    valid_BS: bool, True where a slot holds a real token (False: empty, or padding).
   """
 
   k_BSKH: jax.Array
   v_BSKH: jax.Array
   length: jax.Array
+  valid_BS: jax.Array
 
   @classmethod
   def zeros(
@@ -43,14 +47,17 @@ class KVCache:
     ):
       check_positive(name, value)
     shape = (batch_size, max_len, num_kv_heads, head_dim)
-    return cls(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype), jnp.zeros((), jnp.int32))
+    empty_BS = jnp.zeros((batch_size, max_len), jnp.bool_)
+    return cls(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype), jnp.zeros((), jnp.int32), empty_BS)
 
   @property
   def max_len(self) -> int:
     return self.k_BSKH.shape[1]
 
-  def append(self, k_BTKH, v_BTKH) -> "KVCache":
+  def append(self, k_BTKH, v_BTKH, valid_BT=None) -> "KVCache":
     """Write T new positions at slots [length, length + T). Returns the new cache.
+
+    valid_BT: bool, False for pad tokens (never seen as keys); default all real.
 
     Writing past the end raises ValueError where `length` is known (outside jit).
     Under jit XLA would clamp the slot and overwrite the last ones, so there it is
@@ -77,7 +84,14 @@ class KVCache:
     start = (0, self.length, 0, 0)
     k_BSKH = jax.lax.dynamic_update_slice(self.k_BSKH, k_BTKH.astype(self.k_BSKH.dtype), start)
     v_BSKH = jax.lax.dynamic_update_slice(self.v_BSKH, v_BTKH.astype(self.v_BSKH.dtype), start)
-    return KVCache(k_BSKH, v_BSKH, self.length + k_BTKH.shape[1])
+    if valid_BT is None:
+      valid_BT = jnp.ones((B, T), jnp.bool_)
+    elif jnp.result_type(valid_BT) != jnp.bool_ or valid_BT.shape != (B, T):
+      raise ValueError(
+        f"valid_BT must be bool of shape {(B, T)}, got {jnp.result_type(valid_BT)} {valid_BT.shape}"
+      )
+    valid_BS = jax.lax.dynamic_update_slice(self.valid_BS, valid_BT, (0, self.length))
+    return KVCache(k_BSKH, v_BSKH, self.length + T, valid_BS)
 
   def causal_mask(self, T: int):
     """[1, 1, T, S] bool for the T positions just appended: query t sees slot s <= length - T + t.
@@ -86,3 +100,7 @@ class KVCache:
     """
     query_pos_T = self.length - T + jnp.arange(T)
     return (jnp.arange(self.max_len)[None, :] <= query_pos_T[:, None])[None, None]
+
+  def key_mask(self):
+    """[B, 1, 1, S] bool: the slots that hold a real token (not empty, not padding)."""
+    return self.valid_BS[:, None, None, :]

@@ -94,6 +94,7 @@ def sample(
   max_new_tokens: int = 200,
   temperature: float = 0.8,
   top_k: int | None = None,
+  top_p: float = 1.0,
   seed: int = 0,
 ) -> str:
   """The model's output for `text`.
@@ -103,10 +104,11 @@ def sample(
   slides on, keeping the last half of the window. Toy tasks: the greedy answer for
   the input `text` (e.g. "3 1 4 1 5" for reverse, copy and sort, "47+85" for addition).
   The options are checked first, whatever the task: ValueError unless max_new_tokens
-  > 0, temperature is a finite number >= 0, and top_k is None or in [1, V].
+  > 0, temperature is a finite number >= 0, top_k is None or in [1, V] and top_p in
+  (0, 1] (nucleus sampling, 1 = off).
   """
   temperature = decode.check_sampling_options(
-    max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k
+    max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p
   )
   run = load_run(workdir)
   task, model = run.task, run.model
@@ -125,12 +127,13 @@ def sample(
     max_new_tokens=max_new_tokens,
     temperature=temperature,
     top_k=top_k,
+    top_p=top_p,
     rng=jax.random.key(seed),
   )
   return text + task.decode_output(new_T)
 
 
-def _continue(model, tokens_T, *, max_new_tokens, temperature, top_k, rng) -> np.ndarray:
+def _continue(model, tokens_T, *, max_new_tokens, temperature, top_k, top_p, rng) -> np.ndarray:
   """`max_new_tokens` new tokens after `tokens_T`, window by window of the model's max_len."""
   W = model.config.max_len
   tokens = np.asarray(tokens_T)[-(W - 1) :]
@@ -147,6 +150,7 @@ def _continue(model, tokens_T, *, max_new_tokens, temperature, top_k, rng) -> np
       max_new_tokens=m,
       temperature=temperature,
       top_k=top_k,
+      top_p=top_p,
       rng=key if temperature > 0 else None,
     )
     new.extend(np.asarray(out_BT[0, len(context_T) :]).tolist())
