@@ -18,6 +18,12 @@ It computes exactly what `mask=combine_masks(causal_mask(T, S), mask)` computes,
 an implementation that knows the structure statically (the tiled one) skips the
 blocks above the diagonal and never builds a [T, S] mask.
 
+`window=W` is sliding-window (local) attention, also structure: with is_causal, query
+t sees the W keys s in (t + (S - T) - W, t + (S - T)]; without, the symmetric band
+|t + (S - T) - s| < W. The same as `mask=combine_masks(sliding_window_mask(T, S,
+window=W, causal=is_causal), mask)`; the tiled implementation visits only the blocks
+that meet the band, so its cost grows as T * W, not T * S.
+
 Each call checks its arguments (guards), picks an implementation (implementations)
 and runs it; with `debug_checks` on it also adds value checks (debug).
 """
@@ -25,7 +31,7 @@ and runs it; with `debug_checks` on it also adds value checks (debug).
 from tfmr_jax.ops.debug import check_finite, check_rows_see_a_key, debug_enabled
 from tfmr_jax.ops.guards import as_array, check_attention_args
 from tfmr_jax.ops.implementations import resolve_implementation, run_implementation
-from tfmr_jax.ops.masks import causal_mask, combine_masks
+from tfmr_jax.ops.masks import combine_masks, rule_mask
 from tfmr_jax.ops.reference import probabilities_BKGTS
 
 
@@ -38,6 +44,7 @@ def attention(
   bias=None,
   scale=None,
   is_causal: bool = False,
+  window: int | None = None,
   implementation=None,
 ):
   """softmax(q k^T * scale + bias) v with masking. Returns [B, T, N, H] in q's dtype.
@@ -54,16 +61,33 @@ def attention(
       s <= t + (S - T) (needs S >= T), ANDed with `mask`: the same result as
       `mask=combine_masks(causal_mask(T, S), mask)`, faster where the
       implementation uses the structure (the tiled one skips blocks above the diagonal).
+    window: None, or a positive Python int: sliding-window attention. With is_causal,
+      query t sees the `window` keys p - window < s <= p, p = t + (S - T) (itself and
+      the window - 1 before it); without, the band |p - s| < window. ANDed with
+      `mask`; the same result as `mask=combine_masks(sliding_window_mask(T, S,
+      window=window, causal=is_causal), mask)`. The tiled implementation skips every
+      block outside the band. A window of at least S (causal) or max(T, S) masks nothing.
     implementation: None (the fastest correct choice for this backend and shape),
       "reference" (einsum + softmax), "tiled" (online softmax, O(T) memory), "xla" or
       "cudnn" (jax.nn.dot_product_attention). Same semantics whichever runs; see
       tfmr_jax.ops.implementations.
   """
   mask, bias = as_array(mask), as_array(bias)
-  check_attention_args(q_BTNH, k_BSKH, v_BSKH, mask, bias, scale=scale, is_causal=is_causal)
+  check_attention_args(
+    q_BTNH, k_BSKH, v_BSKH, mask, bias, scale=scale, is_causal=is_causal, window=window
+  )
   implementation = resolve_implementation(implementation, q_BTNH, k_BSKH)
   if debug_enabled():
-    _check_values("attention", q_BTNH, k_BSKH, v_BSKH, mask=mask, bias=bias, is_causal=is_causal)
+    _check_values(
+      "attention",
+      q_BTNH,
+      k_BSKH,
+      v_BSKH,
+      mask=mask,
+      bias=bias,
+      is_causal=is_causal,
+      window=window,
+    )
   out_BTNH = run_implementation(
     implementation,
     q_BTNH,
@@ -73,12 +97,22 @@ def attention(
     bias=bias,
     scale=scale,
     is_causal=is_causal,
+    window=window,
   )
   check_finite("attention: the output", out_BTNH)
   return out_BTNH
 
 
-def attention_weights(q_BTNH, k_BSKH, *, mask=None, bias=None, scale=None, is_causal: bool = False):
+def attention_weights(
+  q_BTNH,
+  k_BSKH,
+  *,
+  mask=None,
+  bias=None,
+  scale=None,
+  is_causal: bool = False,
+  window: int | None = None,
+):
   """Attention probabilities [B, N, T, S], float32.
 
   Each row sums to 1, or is all zeros where every key of that row is masked.
@@ -86,27 +120,33 @@ def attention_weights(q_BTNH, k_BSKH, *, mask=None, bias=None, scale=None, is_ca
   """
   mask, bias = as_array(mask), as_array(bias)
   B, T, S, N, _, _ = check_attention_args(
-    q_BTNH, k_BSKH, k_BSKH, mask, bias, scale=scale, is_causal=is_causal
+    q_BTNH, k_BSKH, k_BSKH, mask, bias, scale=scale, is_causal=is_causal, window=window
   )
   if debug_enabled():
-    _check_values("attention_weights", q_BTNH, k_BSKH, mask=mask, bias=bias, is_causal=is_causal)
+    _check_values(
+      "attention_weights", q_BTNH, k_BSKH, mask=mask, bias=bias, is_causal=is_causal, window=window
+    )
   probs_BKGTS = probabilities_BKGTS(
-    q_BTNH, k_BSKH, mask=mask, bias=bias, scale=scale, is_causal=is_causal
+    q_BTNH, k_BSKH, mask=mask, bias=bias, scale=scale, is_causal=is_causal, window=window
   )
   probs_BNTS = probs_BKGTS.reshape(B, N, T, S)
   check_finite("attention_weights: the output", probs_BNTS)
   return probs_BNTS
 
 
-def _check_values(op: str, q_BTNH, k_BSKH, v_BSKH=None, *, mask, bias, is_causal: bool) -> None:
+def _check_values(
+  op: str, q_BTNH, k_BSKH, v_BSKH=None, *, mask, bias, is_causal: bool, window=None
+) -> None:
   """The value checks `debug_checks` turns on: finite inputs, no forbidden empty row.
 
-  The causal rule alone empties no row (S >= T); ANDed with `mask` it may.
+  The causal rule alone empties no row (S >= T); a window alone may (T > S), and
+  either ANDed with `mask` may.
   """
   named = {"q_BTNH": q_BTNH, "k_BSKH": k_BSKH, "v_BSKH": v_BSKH, "bias": bias}
   for name, x in named.items():
     if x is not None:
       check_finite(f"{op}: {name}", x)
-  if is_causal and mask is not None:
-    mask = combine_masks(causal_mask(q_BTNH.shape[1], k_BSKH.shape[1]), mask)
+  if window is not None or (is_causal and mask is not None):
+    T, S = q_BTNH.shape[1], k_BSKH.shape[1]
+    mask = combine_masks(rule_mask(T, S, is_causal=is_causal, window=window), mask)
   check_rows_see_a_key(op, mask)

@@ -90,6 +90,23 @@ def check_is_causal(is_causal, *, T: int, S: int) -> None:
     )
 
 
+def check_window(window) -> None:
+  """Raise ValueError unless `window` is None or a positive Python int (bool refused).
+
+  The window is static structure (it decides which blocks exist), so a traced or array
+  value is refused too.
+  """
+  if window is None:
+    return
+  if (
+    not isinstance(window, (int, np.integer)) or isinstance(window, (bool, np.bool_)) or window < 1
+  ):
+    raise ValueError(
+      f"window must be None or a positive int (the number of keys a query sees, itself "
+      f"included), got {window!r}"
+    )
+
+
 def check_scale(scale) -> None:
   """Raise ValueError unless `scale` is None or a finite real scalar (traced: unchecked)."""
   if scale is None or isinstance(scale, jax.core.Tracer):
@@ -101,7 +118,7 @@ def check_scale(scale) -> None:
 
 
 def check_attention_args(
-  q_BTNH, k_BSKH, v_BSKH, mask, bias, *, scale=None, is_causal: bool = False
+  q_BTNH, k_BSKH, v_BSKH, mask, bias, *, scale=None, is_causal: bool = False, window=None
 ) -> tuple[int, int, int, int, int, int]:
   """Validate the shared arguments of every attention implementation.
 
@@ -128,6 +145,7 @@ def check_attention_args(
   )
   _require(chex.assert_is_divisible, N, K, error=ValueError, message=message)
   check_is_causal(is_causal, T=T, S=S)
+  check_window(window)
   target = (B, N, T, S)
   if mask is not None:
     check_bool_mask("mask", mask, target)

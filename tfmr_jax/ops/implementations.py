@@ -12,7 +12,8 @@ H head dim.
 Every implementation keeps our mask semantics: a query row whose keys are all
 masked returns zeros and passes zero gradient (jax.nn alone would return the mean
 of the values there). And every one takes `is_causal=True` (query t sees key
-s <= t + (S - T)) with the same result as the mask `causal_mask(T, S)`.
+s <= t + (S - T)) with the same result as the mask `causal_mask(T, S)`, and `window=`
+with the same result as `sliding_window_mask(T, S, window=..., causal=is_causal)`.
 """
 
 import jax
@@ -87,13 +88,22 @@ def resolve_implementation(implementation, q_BTNH, k_BSKH) -> str:
 
 
 def run_implementation(
-  implementation: str, q_BTNH, k_BSKH, v_BSKH, *, mask, bias, scale, is_causal: bool = False
+  implementation: str,
+  q_BTNH,
+  k_BSKH,
+  v_BSKH,
+  *,
+  mask,
+  bias,
+  scale,
+  is_causal: bool = False,
+  window: int | None = None,
 ):
   """Attention by a resolved implementation name. Returns [B, T, N, H] in q's dtype.
 
   Arguments must already have passed `check_attention_args`.
   """
-  options = dict(mask=mask, bias=bias, scale=scale, is_causal=is_causal)
+  options = dict(mask=mask, bias=bias, scale=scale, is_causal=is_causal, window=window)
   if implementation == "reference":
     return reference_attention(q_BTNH, k_BSKH, v_BSKH, **options)
   if implementation == "tiled":

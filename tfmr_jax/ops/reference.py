@@ -21,16 +21,20 @@ import jax
 import jax.numpy as jnp
 
 from tfmr_jax.ops.guards import MASKED_LOGIT, grouped
-from tfmr_jax.ops.masks import causal_mask, combine_masks
+from tfmr_jax.ops.masks import combine_masks, rule_mask
 
 
-def probabilities_BKGTS(q_BTNH, k_BSKH, *, mask, bias, scale, is_causal: bool = False):
-  """float32 attention probabilities, grouped as [B, K, G, T, S], masked entries exactly 0."""
+def probabilities_BKGTS(
+  q_BTNH, k_BSKH, *, mask, bias, scale, is_causal: bool = False, window: int | None = None
+):
+  """float32 attention probabilities, grouped as [B, K, G, T, S], masked entries exactly 0.
+
+  is_causal and window apply as their explicit mask, `rule_mask(T, S, ...)`.
+  """
   B, T, N, H = q_BTNH.shape
   S, K = k_BSKH.shape[1:3]
   G = N // K
-  if is_causal:
-    mask = combine_masks(causal_mask(T, S), mask)
+  mask = combine_masks(rule_mask(T, S, is_causal=is_causal, window=window), mask)
   scale = H**-0.5 if scale is None else scale
   q_BTKGH = q_BTNH.reshape(B, T, K, G, H)
   logits_BKGTS = jnp.einsum(
@@ -48,12 +52,20 @@ def probabilities_BKGTS(q_BTNH, k_BSKH, *, mask, bias, scale, is_causal: bool = 
 
 
 def reference_attention(
-  q_BTNH, k_BSKH, v_BSKH, *, mask=None, bias=None, scale=None, is_causal: bool = False
+  q_BTNH,
+  k_BSKH,
+  v_BSKH,
+  *,
+  mask=None,
+  bias=None,
+  scale=None,
+  is_causal: bool = False,
+  window: int | None = None,
 ):
   """softmax(q k^T * scale + bias) v with masking. Returns [B, T, N, H] in q's dtype."""
   B, T, N, H = q_BTNH.shape
   probs_BKGTS = probabilities_BKGTS(
-    q_BTNH, k_BSKH, mask=mask, bias=bias, scale=scale, is_causal=is_causal
+    q_BTNH, k_BSKH, mask=mask, bias=bias, scale=scale, is_causal=is_causal, window=window
   )
   out_BTKGH = jnp.einsum(
     "BKGTS,BSKH->BTKGH",

@@ -15,7 +15,8 @@ Blocks that a mask rules out entirely are never visited; blocks it leaves fully
 open run without any masking work; only the blocks it cuts (the causal diagonal,
 the padded tail) pay for `where` (tfmr_jax.ops.tiled.plan). With `is_causal=True`
 that structure is known statically and no [T, S] mask exists anywhere, so memory is
-O(T) end to end.
+O(T) end to end. So is a sliding window (`window=W`): only the blocks that meet the
+band are visited, and the work grows as T * W instead of T * S.
 
 The backward is written by hand (jax.custom_vjp, tfmr_jax.ops.tiled.backward): it
 recomputes each block's probabilities from the saved log-sum-exp, so training memory
@@ -91,6 +92,7 @@ def tiled_attention(
   bias=None,
   scale=None,
   is_causal: bool = False,
+  window: int | None = None,
   q_block: int | None = None,
   kv_block: int | None = None,
 ):
@@ -100,6 +102,9 @@ def tiled_attention(
     is_causal: apply the causal rule (query t sees key s <= t + S - T) from its
       structure: no [T, S] mask is built, blocks above the diagonal are skipped.
       Combines (AND) with `mask` if both are given.
+    window: sliding window, as `tfmr_jax.ops.attention` defines it, from its
+      structure: no [T, S] mask is built, blocks outside the band are skipped
+      (forward and backward), so the cost grows as T * window.
     q_block, kv_block: block lengths (default DEFAULT_Q_BLOCK queries and
       DEFAULT_BLOCK_LOGITS / Q keys, at least 256); they need not divide T or S.
 
@@ -107,7 +112,7 @@ def tiled_attention(
   with respect to `bias` and `scale`) come from a hand-written backward.
   """
   B, T, S, N, K, H = check_attention_args(
-    q_BTNH, k_BSKH, v_BSKH, mask, bias, scale=scale, is_causal=is_causal
+    q_BTNH, k_BSKH, v_BSKH, mask, bias, scale=scale, is_causal=is_causal, window=window
   )
   for name, value in (("q_block", q_block), ("kv_block", kv_block)):
     if value is not None:
@@ -128,6 +133,7 @@ def tiled_attention(
       bias=bias,
       scale=scale,
       is_causal=is_causal,
+      window=window,
       q_block=Q,
       kv_block=C,
     )
@@ -137,6 +143,7 @@ def tiled_attention(
     Q=Q,
     C=C,
     is_causal=bool(is_causal),
+    window=None if window is None else min(int(window), max(T, S)),
     B=B,
     K=K,
     G=G,

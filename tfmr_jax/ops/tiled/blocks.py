@@ -48,16 +48,22 @@ def rows_block(x, i, j, plan: Plan, *, transposed: bool):
 def open_block(i, j, plan: Plan, mask, *, transposed: bool):
   """bool, broadcastable to [Z, R, C] (or [Z, C, R] when transposed).
 
-  True where query i * Q + q may attend key j * C + c: inside the keys, causal if
-  the plan says so, and allowed by `mask` ([b, K, G, t, s], or [b, K, s, G, t]).
+  True where query i * Q + q may attend key j * C + c: inside the keys, causal and
+  inside the window if the plan says so, and allowed by `mask` ([b, K, G, t, s], or
+  [b, K, s, G, t]).
   """
   query_1Q = i * plan.Q + lax.broadcasted_iota(jnp.int32, (1, plan.Q), 1)
   key_C1 = j * plan.C + lax.broadcasted_iota(jnp.int32, (plan.C, 1), 0)
+  p_1Q = query_1Q + (plan.S - plan.T)  # the query's own key position
   open_CQ = jnp.ones((plan.C, plan.Q), jnp.bool_)
   if plan.keys_padded:
     open_CQ = open_CQ & (key_C1 < plan.S)
   if plan.is_causal:
-    open_CQ = open_CQ & (key_C1 <= query_1Q + (plan.S - plan.T))
+    open_CQ = open_CQ & (key_C1 <= p_1Q)
+  if plan.window is not None:
+    open_CQ = open_CQ & (key_C1 > p_1Q - plan.window)
+    if not plan.is_causal:
+      open_CQ = open_CQ & (key_C1 < p_1Q + plan.window)
   G, Q, C = plan.G, plan.Q, plan.C
   if transposed:
     open_ = jnp.broadcast_to(open_CQ[:, None, :], (C, G, Q)).reshape(1, C, G * Q)

@@ -47,10 +47,11 @@ def forward(plan: Plan, q_IZRH, k_JZCH, v_JZCH, scale, mask_bKGts, bias_bKGts):
       s_ZRC = jnp.where(open_ZRC, s_ZRC, MASKED_LOGIT)
     m_new_ZR = jnp.maximum(m_ZR, jnp.max(s_ZRC, axis=-1))
     p_ZRC = jnp.exp(s_ZRC - m_new_ZR[..., None])
-    if masked and mask_bKGts is not None:
+    if masked and (mask_bKGts is not None or plan.window is not None):
       # A row with no open key so far has m' = MASKED_LOGIT, and exp(0) = 1 at its closed
-      # keys. Without a mask array that cannot happen: key 0, in the first block every
-      # row visits, is open to every row (causal or not), so m' is a real logit from then.
+      # keys. Without a mask array or a window that cannot happen: key 0, in the first
+      # block every row visits, is open to every row (causal or not), so m' is a real
+      # logit from then. A window closes key 0 (and whole blocks) to later rows.
       p_ZRC = jnp.where(open_ZRC, p_ZRC, 0.0)
     alpha_ZR = jnp.exp(m_ZR - m_new_ZR)
     l_ZR = l_ZR * alpha_ZR + jnp.sum(p_ZRC, axis=-1)
