@@ -20,6 +20,7 @@ and passes zero gradient. Arguments must already have passed `check_attention_ar
 import jax
 import jax.numpy as jnp
 
+from tfmr_jax.ops.dropout import apply_dropout, keep_mask
 from tfmr_jax.ops.guards import MASKED_LOGIT, grouped
 from tfmr_jax.ops.masks import combine_masks, rule_mask
 
@@ -61,12 +62,24 @@ def reference_attention(
   scale=None,
   is_causal: bool = False,
   window: int | None = None,
+  dropout_rate: float = 0.0,
+  dropout_rng=None,
+  dropout_blocks: tuple[int, int] | None = None,
 ):
-  """softmax(q k^T * scale + bias) v with masking. Returns [B, T, N, H] in q's dtype."""
+  """softmax(q k^T * scale + bias) v with masking. Returns [B, T, N, H] in q's dtype.
+
+  With dropout_rate > 0 the probabilities are dropped by the keep-mask
+  `tfmr_jax.ops.dropout.keep_mask(dropout_rng, ..., blocks=dropout_blocks)` (required
+  then: the tiled kernel's block grid, so that both drop the same entries).
+  """
   B, T, N, H = q_BTNH.shape
+  S, K = k_BSKH.shape[1:3]
   probs_BKGTS = probabilities_BKGTS(
     q_BTNH, k_BSKH, mask=mask, bias=bias, scale=scale, is_causal=is_causal, window=window
   )
+  if dropout_rate > 0:
+    keep_BNTS = keep_mask(dropout_rng, B=B, N=N, T=T, S=S, rate=dropout_rate, blocks=dropout_blocks)
+    probs_BKGTS = apply_dropout(probs_BKGTS, grouped(keep_BNTS, K, N // K), dropout_rate)
   out_BTKGH = jnp.einsum(
     "BKGTS,BSKH->BTKGH",
     probs_BKGTS.astype(v_BSKH.dtype),

@@ -8,6 +8,7 @@ b, t, s axes that may be 1 (they broadcast).
 import jax.numpy as jnp
 from jax import lax
 
+from tfmr_jax.ops.dropout import keep_block_BNQC
 from tfmr_jax.ops.tiled.plan import Plan
 
 
@@ -100,3 +101,17 @@ def add_block(acc_bKsGt, dsT_ZCR, i, j, plan: Plan):
     take_block(acc_bKsGt, i, j, plan, t_axis=4, s_axis=2) + ds,
     block_start(acc_bKsGt, i, j, plan, t_axis=4, s_axis=2),
   )
+
+
+def keep_block(keys_B, i, j, plan: Plan, *, transposed: bool):
+  """Dropout's keep-mask of block (i, j) as bool [Z, R, C] (or [Z, C, R] when transposed).
+
+  Drawn afresh from the per-sequence keys (tfmr_jax.ops.dropout), the same bits in the
+  forward and the backward; never stored.
+  """
+  B, K, G, Q, C = plan.B, plan.K, plan.G, plan.Q, plan.C
+  keep_BNQC = keep_block_BNQC(keys_B, i, j, N=K * G, Q=Q, C=C, rate=plan.dropout_rate)
+  keep_BKGQC = keep_BNQC.reshape(B, K, G, Q, C)
+  if transposed:
+    return keep_BKGQC.transpose(0, 1, 4, 2, 3).reshape(B * K, C, G * Q)
+  return keep_BKGQC.reshape(B * K, G * Q, C)

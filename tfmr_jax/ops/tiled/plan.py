@@ -36,6 +36,9 @@ class Plan:
   # Sliding window: query t (at p = t + S - T) sees p - window < s <= p when causal,
   # |p - s| < window when not; None: no window. Stored at most max(T, S).
   window: int | None = None
+  # Attention dropout: each probability kept with 1 - rate (tfmr_jax.ops.dropout), its
+  # keep-mask drawn per block from per-sequence keys, forward and backward alike.
+  dropout_rate: float = 0.0
   B: int = 1
   K: int = 1
   G: int = 1
