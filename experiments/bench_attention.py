@@ -2,10 +2,13 @@
 
 COMMAND:  python experiments/bench_attention.py --quick   # T in {128, 512, 2048}
           python experiments/bench_attention.py           # T up to 32768; memory up to 131072
+          python experiments/bench_attention.py --window-only   # sliding window 256, T 1k..8k
 EXPECTED: writes experiments/results/bench_attention.{json,md,png}. On 2 CPU cores (float32,
           B=1, N=8, H=64) the tiled path runs 5-18x faster than jax.nn.dot_product_attention
           from T=2048 and trains at T=131072 in 2.5 GiB. --quick takes about 10 minutes on
           2 CPU cores; the full run about 45 minutes, 30 with --impls tiled auto xla.
+          --window-only writes results/bench_attention_window.{json,md}: the window's ms per
+          1k tokens about flat from T=1024 to 8192, full causal 4x slower per token at 8192.
 
 Columns, per case (mode x causal x B x T), all timed in this process, interleaved
 round by round so that a busy machine slows every column alike:
@@ -19,10 +22,16 @@ round by round so that a busy machine slows every column alike:
 
 Times are medians of several calls after a warm-up, the columns in random order each
 round. FLOPs: 4 B N T S H forward (half when causal), 3.5 times that for forward+backward.
+
 The ceiling is the best rate of jnp.dot on square matrices (n = 2048..4096) measured in
 the same process, before and after the cases. Peak memory is measured once per case in a
 fresh child process (peak RSS during the call minus the RSS before it); cases whose
 estimated memory would not fit are skipped and say so.
+
+The window case (--window W; --window-only runs it alone, W=256 by default) times the
+tiled kernel with is_causal=True and window=W beside the full causal rule, B=1, for T in
+--window-T: its time per token should stay flat as T grows (the work is T * W), while
+the full causal rule's grows with T.
 """
 
 import argparse
@@ -49,8 +58,11 @@ GIB = 2.0**30
 
 
 # ----------------------------------------------------------------------------- cases
-def attention_fn(impl: str, T: int, causal: bool, S: int | None = None):
-  """(q, k, v) -> out for one implementation; causal masks built inside (no constants)."""
+def attention_fn(impl: str, T: int, causal: bool, S: int | None = None, window=None):
+  """(q, k, v) -> out for one implementation; causal masks built inside (no constants).
+
+  window: a sliding window for "tiled" (the only column the window case times).
+  """
   S = T if S is None else S
   import flax.linen
 
@@ -62,7 +74,7 @@ def attention_fn(impl: str, T: int, causal: bool, S: int | None = None):
 
   fns = {
     "reference": lambda q, k, v: tj.attention(q, k, v, mask=mask(), implementation="reference"),
-    "tiled": lambda q, k, v: tiled_attention(q, k, v, is_causal=causal),
+    "tiled": lambda q, k, v: tiled_attention(q, k, v, is_causal=causal, window=window),
     "tiled-mask": lambda q, k, v: tj.attention(q, k, v, mask=mask(), implementation="tiled"),
     "auto": lambda q, k, v: tj.attention(q, k, v, is_causal=causal),
     "xla": lambda q, k, v: jax.nn.dot_product_attention(
@@ -76,7 +88,7 @@ def attention_fn(impl: str, T: int, causal: bool, S: int | None = None):
   return fns[impl]
 
 
-def compiled_case(impl: str, mode: str, B: int, T: int, causal: bool, dtype, S=None):
+def compiled_case(impl: str, mode: str, B: int, T: int, causal: bool, dtype, S=None, window=None):
   """AOT-compiled callable for one case and its inputs (S defaults to T).
 
   fwd+bwd is the forward and the gradients (dq, dk, dv) for a random output cotangent,
@@ -84,7 +96,7 @@ def compiled_case(impl: str, mode: str, B: int, T: int, causal: bool, dtype, S=N
   would let XLA simplify autodiff's backward into reductions, which no training step gets.
   """
   S = T if S is None else S
-  attend = attention_fn(impl, T, causal, S)
+  attend = attention_fn(impl, T, causal, S, window)
   keys = jax.random.split(jax.random.key(T), 4)
   q, k, v, dout = (
     jax.random.normal(key, (B, L, N_HEADS, HEAD_DIM), dtype)
@@ -138,9 +150,30 @@ def available_bytes() -> float:
 
 
 # -------------------------------------------------------------------------- ceiling
+def cpu_description() -> dict:
+  """The CPU's model name and the SIMD flags XLA's CPU code can use (Linux), and XLA_FLAGS."""
+  model, flags = platform.processor() or "unknown", []
+  try:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+      if line.startswith("model name"):
+        model = line.split(":", 1)[1].strip()
+      if line.startswith("flags"):
+        found = set(line.split(":", 1)[1].split())
+        flags = sorted(f for f in found if f.startswith(("avx", "fma", "amx")))
+        break
+  except OSError:
+    pass
+  return {
+    "cpu_model": model,
+    "cpu_flags": " ".join(flags),
+    "xla_flags": os.environ.get("XLA_FLAGS", ""),
+  }
+
+
 def environment(dtype, command: str) -> dict:
   """Where and how a benchmark ran, for the head of its report."""
   return {
+    **cpu_description(),
     "backend": jax.default_backend(),
     "device": str(jax.devices()[0].device_kind),
     "jax": jax.__version__,
@@ -292,6 +325,77 @@ def crossover_sweep(args) -> list[dict]:
           )
           print("crossover", rows[-1], flush=True)
   return rows
+
+
+def window_sweep(args) -> list[dict]:
+  """The tiled kernel, B=1, causal with a sliding window of args.window keys beside the
+  full causal rule, for T in args.window_T, interleaved round by round.
+
+  Each row: ms (median) and ms per 1024 tokens of each column; the window's stays about
+  flat as T grows (its work is T * window), the full rule's grows like T.
+  """
+  rows = []
+  dtype = jnp.dtype(args.dtype)
+  for mode in args.modes:
+    for T in args.window_T:
+      columns = {"window": args.window, "causal": None}
+      runnable = {
+        name: compiled_case("tiled", mode, 1, T, True, dtype, window=window)
+        for name, window in columns.items()
+      }
+      for compiled, inputs in runnable.values():
+        jax.block_until_ready(compiled(*inputs))
+      times = {name: [] for name in runnable}
+      rng = np.random.default_rng(T * 13 + len(mode))
+      for _ in range(max(args.reps, 3)):
+        for name in rng.permutation(list(runnable)):
+          compiled, inputs = runnable[name]
+          jax.block_until_ready(compiled(*inputs))
+          start = time.perf_counter()
+          jax.block_until_ready(compiled(*inputs))
+          times[name].append(time.perf_counter() - start)
+      ms = {name: 1e3 * statistics.median(t) for name, t in times.items()}
+      row = {
+        "mode": mode,
+        "T": T,
+        "window": args.window,
+        "ms": ms,
+        "min_ms": {name: 1e3 * min(t) for name, t in times.items()},
+        "ms_per_1k_tokens": {name: m * 1024 / T for name, m in ms.items()},
+      }
+      rows.append(row)
+      print(
+        f"window {mode} T={T} W={args.window}: "
+        + ", ".join(
+          f"{name} {ms[name]:.1f} ms ({row['ms_per_1k_tokens'][name]:.2f} ms / 1k tokens)"
+          for name in ms
+        ),
+        flush=True,
+      )
+  return rows
+
+
+def window_markdown(rows: list[dict]) -> list[str]:
+  """The window case as a table: time and time per 1k tokens against T, each mode."""
+  if not rows:
+    return []
+  lines = [
+    "",
+    f"Sliding window (tiled, causal, window={rows[0]['window']}, B=1) beside the full causal"
+    " rule: ms, and ms per 1024 tokens (flat = linear in T):",
+    "",
+    "| mode | T | window ms (min) | window, per 1k tokens | full causal ms (min) |"
+    " full, per 1k tokens | full / window |",
+    "|---|---|---|---|---|---|---|",
+  ]
+  for r in rows:
+    ms, low, per = r["ms"], r.get("min_ms", r["ms"]), r["ms_per_1k_tokens"]
+    lines.append(
+      f"| {r['mode']} | {r['T']} | {ms['window']:.1f} ({low['window']:.1f}) | "
+      f"{per['window']:.2f} | {ms['causal']:.1f} ({low['causal']:.1f}) | {per['causal']:.2f} | "
+      f"{ms['causal'] / ms['window']:.1f}x |"
+    )
+  return lines
 
 
 # --------------------------------------------------------------------------- memory
@@ -497,10 +601,14 @@ def markdown(results: dict) -> str:
     "",
     f"`{env['command']}` on {env['device']}, jax {env['jax']}, {env['date']}. "
     f"Matmul ceiling (jnp.dot, same process): {rate(results['ceiling_flops'])}.",
+    f"CPU: {env.get('cpu_model', '?')}, {env.get('cpus', '?')} cores visible; flags "
+    f"{env.get('cpu_flags') or '-'}; XLA_FLAGS={env.get('xla_flags') or '(unset)'}.",
     "Each cell: median ms, and in brackets the speed-up over jax.nn.dot_product_attention"
     " (xla); tiled also shows its fraction of the matmul ceiling.",
     "",
   ]
+  if not results["timing"]:  # --window-only
+    return "\n".join(lines[:-2] + window_markdown(results.get("window", []))) + "\n"
   impls = [i for i in IMPLS if any(i in row for row in results["timing"].values())]
   lines.append("| mode | causal | B | T | " + " | ".join(impls) + " |")
   lines.append("|---|---|---|---|" + "---|" * len(impls))
@@ -573,6 +681,7 @@ def markdown(results: dict) -> str:
         f"| {r['mode']} | {r['B']} | {r['T']} | {r['S']} | {'yes' if r['causal'] else 'no'} | "
         f"{cells} | {r['fastest']} |"
       )
+  lines += window_markdown(results.get("window", []))
   lines += ["", "Targets:", "", "| target | measured | met |", "|---|---|---|"]
   for c in results["targets"]:
     m = c["measured"]
@@ -687,6 +796,15 @@ def parse_args(argv=None):
   p.add_argument(
     "--auto-max-T", type=int, default=8192, help="time auto up to this T where it runs tiled"
   )
+  p.add_argument(
+    "--window", type=int, default=None, help="add the sliding-window case with this window"
+  )
+  p.add_argument("--window-T", type=int, nargs="*", default=[1024, 2048, 4096, 8192])
+  p.add_argument(
+    "--window-only",
+    action="store_true",
+    help="time the window case only (window 256 unless --window), into bench_attention_window",
+  )
   p.add_argument("--child-timeout-s", type=float, default=3600.0)
   p.add_argument("--out", default=str(RESULTS / "bench_attention"), help="path prefix")
   return p.parse_args(argv)
@@ -700,18 +818,27 @@ def main(argv=None):
   memory_Ts = args.memory_T if args.memory_T is not None else ([] if args.quick else [131072])
   impls = args.impls or [i for i in IMPLS if i != "cudnn" or backend == "gpu"]
   dtype = jnp.dtype(args.dtype)
+  if args.window_only:
+    Ts, memory_Ts, args.no_memory = [], [], True
+    args.window = args.window or 256
+    if args.out == str(RESULTS / "bench_attention"):
+      args.out = str(RESULTS / "bench_attention_window")
   print(f"backend={backend} dtype={dtype} T={Ts} B={args.B} impls={impls}", flush=True)
+  env = environment(dtype, " ".join(["python"] + sys.argv))
+  print(f"cpu {env['cpu_model']} flags [{env['cpu_flags']}] XLA_FLAGS={env['xla_flags']!r}")
 
   before = matmul_ceiling(dtype, args.reps)
   args.ceiling = before["flops_per_s"]
   print(f"matmul ceiling {rate(args.ceiling)}", flush=True)
   results = {
-    "environment": environment(dtype, " ".join(["python"] + sys.argv)),
+    "environment": env,
     "ceiling_before": before,
     "timing": {},
     "memory": {},
     "accuracy": [],
   }
+  if args.window:
+    results["window"] = window_sweep(args)
   for mode in args.modes:
     for causal in (False, True):
       for B in args.B:
@@ -767,9 +894,10 @@ def main(argv=None):
   out.parent.mkdir(parents=True, exist_ok=True)
   out.with_suffix(".json").write_text(json.dumps(results, indent=1, default=float))
   out.with_suffix(".md").write_text(markdown(results))
-  plot(results, out.with_suffix(".png"))
+  if not args.window_only:  # the plot is of the main table
+    plot(results, out.with_suffix(".png"))
   print(markdown(results))
-  print(f"wrote {out}.json, .md, .png")
+  print(f"wrote {out}.json, .md" + ("" if args.window_only else ", .png"))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""experiments/bench_attention.py: a tiny run of its whole path, and its FLOP convention."""
+"""experiments/bench_attention.py: a tiny run of its whole path (the window case too), and
+its FLOP convention."""
 
 import json
 import os
@@ -34,6 +35,10 @@ def test_tiny_run_writes_json_markdown_and_plot(tmp_path):
       "tiled",
       "auto",
       "xla",
+      "--window",
+      "4",
+      "--window-T",
+      "32",
       "--out",
       str(out),
     ]
@@ -49,5 +54,14 @@ def test_tiny_run_writes_json_markdown_and_plot(tmp_path):
   for causal in (False, True):  # tiled against the reference, outputs and gradients
     assert accuracy[causal]["forward_max_abs"] <= 1e-5
     assert accuracy[causal]["gradient_max_abs"] <= 5e-5
-  assert "| target | measured | met |" in out.with_suffix(".md").read_text()
+  # The window case: the tiled kernel with a window beside the full causal rule, each T.
+  window = {(r["mode"], r["T"]): r for r in results["window"]}
+  assert set(window) == {("fwd", 32), ("fwd+bwd", 32)}
+  for r in window.values():
+    assert r["window"] == 4 and set(r["ms"]) == {"window", "causal"}
+    assert r["ms_per_1k_tokens"]["window"] == r["ms"]["window"] * 1024 / r["T"] > 0
+  markdown = out.with_suffix(".md").read_text()
+  assert "| target | measured | met |" in markdown
+  assert "Sliding window (tiled, causal, window=4, B=1)" in markdown
+  assert results["environment"]["cpu_model"]
   assert out.with_suffix(".png").stat().st_size > 0

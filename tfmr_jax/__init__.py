@@ -16,6 +16,7 @@ from tfmr_jax.ops import (
   padding_mask,
   rope_frequencies,
   sinusoidal_positions,
+  sliding_window_mask,
 )
 
 __version__ = "0.1.0"
@@ -37,4 +38,5 @@ __all__ = [
   "padding_mask",
   "rope_frequencies",
   "sinusoidal_positions",
+  "sliding_window_mask",
 ]

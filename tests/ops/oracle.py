@@ -32,3 +32,28 @@ def np_attention(q_BTNH, k_BSKH, v_BSKH, mask_BNTS=None, bias_BNTS=None, scale=N
 def np_causal(T, S):
   """[T, S] bool by the definition: query t sees key s iff s <= t + (S - T)."""
   return np.array([[s <= t + (S - T) for s in range(S)] for t in range(T)])
+
+
+def np_window(T, S, window, causal):
+  """[T, S] bool by the definition: query t stands at p = t + (S - T) and sees key s iff
+  p - window < s <= p (causal), or |p - s| < window (not causal)."""
+  allowed = np.zeros((T, S), bool)
+  for t in range(T):
+    p = t + S - T
+    for s in range(S):
+      allowed[t, s] = (p - window < s <= p) if causal else abs(p - s) < window
+  return allowed
+
+
+def jnp_attention(q_BTNH, k_BSKH, v_BSKH, allowed_BNTS):
+  """Plain jnp softmax attention, for gradients by autodiff; rows with no key give zeros."""
+  import jax
+  import jax.numpy as jnp
+
+  G = q_BTNH.shape[2] // k_BSKH.shape[2]
+  k_BSNH, v_BSNH = (jnp.repeat(x, G, axis=2) for x in (k_BSKH, v_BSKH))
+  logits_BNTS = jnp.einsum("BTNH,BSNH->BNTS", q_BTNH, k_BSNH) / np.sqrt(q_BTNH.shape[-1])
+  allowed_BNTS = jnp.asarray(allowed_BNTS)
+  probs_BNTS = jax.nn.softmax(jnp.where(allowed_BNTS, logits_BNTS, -1e30), axis=-1)
+  probs_BNTS = jnp.where(allowed_BNTS, probs_BNTS, 0.0)
+  return jnp.einsum("BNTS,BSNH->BTNH", probs_BNTS, v_BSNH)

@@ -5,7 +5,7 @@
 
 from tfmr_jax.ops.attention import attention, attention_weights
 from tfmr_jax.ops.debug import debug_checks
-from tfmr_jax.ops.masks import causal_mask, combine_masks, padding_mask
+from tfmr_jax.ops.masks import causal_mask, combine_masks, padding_mask, sliding_window_mask
 from tfmr_jax.ops.positions import apply_rope, rope_frequencies, sinusoidal_positions
 
 __all__ = [
@@ -18,4 +18,5 @@ __all__ = [
   "padding_mask",
   "rope_frequencies",
   "sinusoidal_positions",
+  "sliding_window_mask",
 ]

@@ -90,6 +90,56 @@ def check_is_causal(is_causal, *, T: int, S: int) -> None:
     )
 
 
+def check_window(window) -> None:
+  """Raise ValueError unless `window` is None or a positive Python int (bool refused).
+
+  The window is static structure (it decides which blocks exist), so a traced or array
+  value is refused too.
+  """
+  if window is None:
+    return
+  if (
+    not isinstance(window, (int, np.integer)) or isinstance(window, (bool, np.bool_)) or window < 1
+  ):
+    raise ValueError(
+      f"window must be None or a positive int (the number of keys a query sees, itself "
+      f"included), got {window!r}"
+    )
+
+
+def check_dropout(dropout_rate, dropout_rng) -> None:
+  """Raise unless 0 <= dropout_rate < 1 (a static number) and, when it is > 0, dropout_rng
+  is one jax random key: a typed key of shape () or a raw uint32 key of shape (2,)."""
+  value = np.asarray(dropout_rate) if not isinstance(dropout_rate, jax.core.Tracer) else None
+  number = (
+    value is not None
+    and value.shape == ()
+    and value.dtype != bool
+    and np.issubdtype(value.dtype, np.number)
+    and not np.issubdtype(value.dtype, np.complexfloating)
+  )
+  if not (number and 0.0 <= float(value) < 1.0):
+    raise ValueError(
+      f"dropout_rate must be a number in [0, 1) (the probability of dropping an attention "
+      f"probability; static, not traced), got {dropout_rate!r}"
+    )
+  if float(value) == 0.0:
+    return
+  if dropout_rng is None:
+    raise ValueError(
+      f"dropout_rng is required when dropout_rate > 0 (got dropout_rate={dropout_rate!r}): "
+      "pass a jax random key, e.g. jax.random.key(0)"
+    )
+  dtype, shape = getattr(dropout_rng, "dtype", None), np.shape(dropout_rng)
+  typed = dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key) and shape == ()
+  raw = dtype == jnp.uint32 and shape == (2,)
+  if not (typed or raw):
+    raise ValueError(
+      "dropout_rng must be one jax random key (jax.random.key(seed), shape (), or a raw "
+      f"uint32 key of shape (2,)), got dtype {dtype} and shape {shape}"
+    )
+
+
 def check_scale(scale) -> None:
   """Raise ValueError unless `scale` is None or a finite real scalar (traced: unchecked)."""
   if scale is None or isinstance(scale, jax.core.Tracer):
@@ -101,7 +151,7 @@ def check_scale(scale) -> None:
 
 
 def check_attention_args(
-  q_BTNH, k_BSKH, v_BSKH, mask, bias, *, scale=None, is_causal: bool = False
+  q_BTNH, k_BSKH, v_BSKH, mask, bias, *, scale=None, is_causal: bool = False, window=None
 ) -> tuple[int, int, int, int, int, int]:
   """Validate the shared arguments of every attention implementation.
 
@@ -128,6 +178,7 @@ def check_attention_args(
   )
   _require(chex.assert_is_divisible, N, K, error=ValueError, message=message)
   check_is_causal(is_causal, T=T, S=S)
+  check_window(window)
   target = (B, N, T, S)
   if mask is not None:
     check_bool_mask("mask", mask, target)

@@ -8,7 +8,7 @@ the conversion to logits happens once, inside the attention op.
 import jax.numpy as jnp
 import numpy as np
 
-from tfmr_jax.ops.guards import check_positive, check_rank
+from tfmr_jax.ops.guards import check_positive, check_rank, check_window
 
 
 def causal_mask(T: int, S: int | None = None) -> jnp.ndarray:
@@ -27,6 +27,48 @@ def causal_mask(T: int, S: int | None = None) -> jnp.ndarray:
   t_T1 = jnp.arange(T)[:, None]
   s_1S = jnp.arange(S)[None, :]
   return (s_1S <= t_T1 + (S - T))[None, None]
+
+
+def sliding_window_mask(
+  T: int, S: int | None = None, *, window: int, causal: bool = True
+) -> jnp.ndarray:
+  """[1, 1, T, S] bool: the band of `window` keys around each query.
+
+  Query t stands at key position p = t + (S - T) (bottom-right aligned, as in
+  `causal_mask`). causal=True: it sees keys p - window < s <= p, the last `window`
+  keys up to itself (needs S >= T). causal=False: a symmetric band, |p - s| < window.
+  A window of at least S (causal) or max(T, S) (not causal) masks nothing.
+  """
+  S = T if S is None else S
+  check_positive("T", T)
+  check_positive("S", S)
+  check_window(window)
+  if window is None:
+    raise ValueError("sliding_window_mask needs a window (a positive int), got None")
+  if causal and S < T:
+    raise ValueError(
+      f"sliding_window_mask(causal=True) needs S >= T (queries are the last T of S keys), "
+      f"got T={T}, S={S}"
+    )
+  window = min(int(window), max(T, S))  # wider masks nothing more (and stays in int32)
+  p_T1 = jnp.arange(T)[:, None] + (S - T)
+  s_1S = jnp.arange(S)[None, :]
+  if causal:
+    band_TS = (s_1S <= p_T1) & (s_1S > p_T1 - window)
+  else:
+    band_TS = jnp.abs(p_T1 - s_1S) < window
+  return band_TS[None, None]
+
+
+def rule_mask(T: int, S: int, *, is_causal: bool, window: int | None) -> jnp.ndarray | None:
+  """[1, 1, T, S] bool mask of the structural rules (causal, window), or None if neither.
+
+  What `is_causal=True` and `window=` mean, as an explicit mask: `causal_mask(T, S)`,
+  `sliding_window_mask(T, S, window=window, causal=is_causal)`, or None.
+  """
+  if window is not None:
+    return sliding_window_mask(T, S, window=window, causal=is_causal)
+  return causal_mask(T, S) if is_causal else None
 
 
 def padding_mask(lengths_or_valid, S: int | None = None) -> jnp.ndarray:

@@ -20,17 +20,22 @@ and passes zero gradient. Arguments must already have passed `check_attention_ar
 import jax
 import jax.numpy as jnp
 
+from tfmr_jax.ops.dropout import apply_dropout, keep_mask
 from tfmr_jax.ops.guards import MASKED_LOGIT, grouped
-from tfmr_jax.ops.masks import causal_mask, combine_masks
+from tfmr_jax.ops.masks import combine_masks, rule_mask
 
 
-def probabilities_BKGTS(q_BTNH, k_BSKH, *, mask, bias, scale, is_causal: bool = False):
-  """float32 attention probabilities, grouped as [B, K, G, T, S], masked entries exactly 0."""
+def probabilities_BKGTS(
+  q_BTNH, k_BSKH, *, mask, bias, scale, is_causal: bool = False, window: int | None = None
+):
+  """float32 attention probabilities, grouped as [B, K, G, T, S], masked entries exactly 0.
+
+  is_causal and window apply as their explicit mask, `rule_mask(T, S, ...)`.
+  """
   B, T, N, H = q_BTNH.shape
   S, K = k_BSKH.shape[1:3]
   G = N // K
-  if is_causal:
-    mask = combine_masks(causal_mask(T, S), mask)
+  mask = combine_masks(rule_mask(T, S, is_causal=is_causal, window=window), mask)
   scale = H**-0.5 if scale is None else scale
   q_BTKGH = q_BTNH.reshape(B, T, K, G, H)
   logits_BKGTS = jnp.einsum(
@@ -48,13 +53,33 @@ def probabilities_BKGTS(q_BTNH, k_BSKH, *, mask, bias, scale, is_causal: bool = 
 
 
 def reference_attention(
-  q_BTNH, k_BSKH, v_BSKH, *, mask=None, bias=None, scale=None, is_causal: bool = False
+  q_BTNH,
+  k_BSKH,
+  v_BSKH,
+  *,
+  mask=None,
+  bias=None,
+  scale=None,
+  is_causal: bool = False,
+  window: int | None = None,
+  dropout_rate: float = 0.0,
+  dropout_rng=None,
+  dropout_blocks: tuple[int, int] | None = None,
 ):
-  """softmax(q k^T * scale + bias) v with masking. Returns [B, T, N, H] in q's dtype."""
+  """softmax(q k^T * scale + bias) v with masking. Returns [B, T, N, H] in q's dtype.
+
+  With dropout_rate > 0 the probabilities are dropped by the keep-mask
+  `tfmr_jax.ops.dropout.keep_mask(dropout_rng, ..., blocks=dropout_blocks)` (required
+  then: the tiled kernel's block grid, so that both drop the same entries).
+  """
   B, T, N, H = q_BTNH.shape
+  S, K = k_BSKH.shape[1:3]
   probs_BKGTS = probabilities_BKGTS(
-    q_BTNH, k_BSKH, mask=mask, bias=bias, scale=scale, is_causal=is_causal
+    q_BTNH, k_BSKH, mask=mask, bias=bias, scale=scale, is_causal=is_causal, window=window
   )
+  if dropout_rate > 0:
+    keep_BNTS = keep_mask(dropout_rng, B=B, N=N, T=T, S=S, rate=dropout_rate, blocks=dropout_blocks)
+    probs_BKGTS = apply_dropout(probs_BKGTS, grouped(keep_BNTS, K, N // K), dropout_rate)
   out_BTKGH = jnp.einsum(
     "BKGTS,BSKH->BTKGH",
     probs_BKGTS.astype(v_BSKH.dtype),

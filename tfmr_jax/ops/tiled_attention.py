@@ -15,7 +15,8 @@ Blocks that a mask rules out entirely are never visited; blocks it leaves fully
 open run without any masking work; only the blocks it cuts (the causal diagonal,
 the padded tail) pay for `where` (tfmr_jax.ops.tiled.plan). With `is_causal=True`
 that structure is known statically and no [T, S] mask exists anywhere, so memory is
-O(T) end to end.
+O(T) end to end. So is a sliding window (`window=W`): only the blocks that meet the
+band are visited, and the work grows as T * W instead of T * S.
 
 The backward is written by hand (jax.custom_vjp, tfmr_jax.ops.tiled.backward): it
 recomputes each block's probabilities from the saved log-sum-exp, so training memory
@@ -29,7 +30,14 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from tfmr_jax.ops.guards import as_rank4, check_attention_args, check_positive, grouped
+from tfmr_jax.ops.dropout import sequence_keys
+from tfmr_jax.ops.guards import (
+  as_rank4,
+  check_attention_args,
+  check_dropout,
+  check_positive,
+  grouped,
+)
 from tfmr_jax.ops.tiled.backward import backward
 from tfmr_jax.ops.tiled.forward import forward
 from tfmr_jax.ops.tiled.plan import Plan, block_length
@@ -49,13 +57,13 @@ MAX_PASS_LOGITS = 8 * DEFAULT_BLOCK_LOGITS
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _tiled_core(plan, q_IZRH, k_JZCH, v_JZCH, scale, mask_bKGts, bias_bKGts):
-  return forward(plan, q_IZRH, k_JZCH, v_JZCH, scale, mask_bKGts, bias_bKGts)[0]
+def _tiled_core(plan, q_IZRH, k_JZCH, v_JZCH, scale, mask_bKGts, bias_bKGts, keys_B):
+  return forward(plan, q_IZRH, k_JZCH, v_JZCH, scale, mask_bKGts, bias_bKGts, keys_B)[0]
 
 
-def _tiled_core_fwd(plan, q_IZRH, k_JZCH, v_JZCH, scale, mask_bKGts, bias_bKGts):
-  out_IZRH, lse_I2ZR = forward(plan, q_IZRH, k_JZCH, v_JZCH, scale, mask_bKGts, bias_bKGts)
-  res = (q_IZRH, k_JZCH, v_JZCH, scale, mask_bKGts, bias_bKGts, out_IZRH, lse_I2ZR)
+def _tiled_core_fwd(plan, q_IZRH, k_JZCH, v_JZCH, scale, mask_bKGts, bias_bKGts, keys_B):
+  out_IZRH, lse_I2ZR = forward(plan, q_IZRH, k_JZCH, v_JZCH, scale, mask_bKGts, bias_bKGts, keys_B)
+  res = (q_IZRH, k_JZCH, v_JZCH, scale, mask_bKGts, bias_bKGts, keys_B, out_IZRH, lse_I2ZR)
   return out_IZRH, res
 
 
@@ -82,6 +90,17 @@ def _as_bnts(x, plan: Plan, *, pad_queries, pad_keys):
   return x
 
 
+def block_lengths(T: int, S: int, *, q_block=None, kv_block=None) -> tuple[int, int]:
+  """(Q, C): the query and key block lengths tiled attention uses for T queries, S keys.
+
+  Defaults: DEFAULT_Q_BLOCK queries, DEFAULT_BLOCK_LOGITS / Q keys (at least 256), each
+  evened out so that padding stays small. Dropout's keep-mask is drawn on this grid.
+  """
+  Q = block_length(T, q_block or DEFAULT_Q_BLOCK)
+  C = block_length(S, kv_block or max(256, DEFAULT_BLOCK_LOGITS // Q))
+  return Q, C
+
+
 def tiled_attention(
   q_BTNH,
   k_BSKH,
@@ -91,6 +110,9 @@ def tiled_attention(
   bias=None,
   scale=None,
   is_causal: bool = False,
+  window: int | None = None,
+  dropout_rate: float = 0.0,
+  dropout_rng=None,
   q_block: int | None = None,
   kv_block: int | None = None,
 ):
@@ -100,6 +122,13 @@ def tiled_attention(
     is_causal: apply the causal rule (query t sees key s <= t + S - T) from its
       structure: no [T, S] mask is built, blocks above the diagonal are skipped.
       Combines (AND) with `mask` if both are given.
+    window: sliding window, as `tfmr_jax.ops.attention` defines it, from its
+      structure: no [T, S] mask is built, blocks outside the band are skipped
+      (forward and backward), so the cost grows as T * window.
+    dropout_rate, dropout_rng: attention dropout (tfmr_jax.ops.dropout). Each visited
+      block draws its keep-mask from the key and its block indices, in the forward and
+      again in the backward; no mask is stored. The same entries as the reference path
+      drops with `keep_mask(dropout_rng, ..., blocks=block_lengths(T, S, ...))`.
     q_block, kv_block: block lengths (default DEFAULT_Q_BLOCK queries and
       DEFAULT_BLOCK_LOGITS / Q keys, at least 256); they need not divide T or S.
 
@@ -107,36 +136,49 @@ def tiled_attention(
   with respect to `bias` and `scale`) come from a hand-written backward.
   """
   B, T, S, N, K, H = check_attention_args(
-    q_BTNH, k_BSKH, v_BSKH, mask, bias, scale=scale, is_causal=is_causal
+    q_BTNH, k_BSKH, v_BSKH, mask, bias, scale=scale, is_causal=is_causal, window=window
   )
   for name, value in (("q_block", q_block), ("kv_block", kv_block)):
     if value is not None:
       check_positive(name, value)
+  check_dropout(dropout_rate, dropout_rng)
   if T == 0 or S == 0:  # no query, or no key to attend: every row is empty, so zeros
     return jnp.zeros(q_BTNH.shape, q_BTNH.dtype)
-  G = N // K
-  Q = block_length(T, q_block or DEFAULT_Q_BLOCK)
-  C = block_length(S, kv_block or max(256, DEFAULT_BLOCK_LOGITS // Q))
+  Q, C = block_lengths(T, S, q_block=q_block, kv_block=kv_block)
+  dropout_rate = float(dropout_rate)
+  keys_B = sequence_keys(dropout_rng, B) if dropout_rate > 0 else None
+  options = dict(
+    mask=mask,
+    bias=bias,
+    scale=scale,
+    is_causal=bool(is_causal),
+    window=None if window is None else min(int(window), max(T, S)),
+    dropout_rate=dropout_rate,
+    keys_B=keys_B,
+    Q=Q,
+    C=C,
+  )
   chunk = _batch_chunk(B, N, Q, C)
   if chunk < B:
-    return _in_batch_chunks(
-      chunk,
-      q_BTNH,
-      k_BSKH,
-      v_BSKH,
-      mask=mask,
-      bias=bias,
-      scale=scale,
-      is_causal=is_causal,
-      q_block=Q,
-      kv_block=C,
-    )
+    return _in_batch_chunks(chunk, q_BTNH, k_BSKH, v_BSKH, **options)
+  return _tiled(q_BTNH, k_BSKH, v_BSKH, **options)
+
+
+def _tiled(
+  q_BTNH, k_BSKH, v_BSKH, *, mask, bias, scale, is_causal, window, dropout_rate, keys_B, Q, C
+):
+  """The checked problem, blocked and run through the custom_vjp core."""
+  B, T, N, H = q_BTNH.shape
+  S, K = k_BSKH.shape[1:3]
+  G = N // K
   plan = Plan(
     T=T,
     S=S,
     Q=Q,
     C=C,
-    is_causal=bool(is_causal),
+    is_causal=is_causal,
+    window=window,
+    dropout_rate=dropout_rate,
     B=B,
     K=K,
     G=G,
@@ -154,7 +196,7 @@ def tiled_attention(
   if bias is not None:
     bias_f32 = jnp.asarray(bias, jnp.float32)
     bias_bKGts = grouped(_as_bnts(bias_f32, plan, pad_queries=0.0, pad_keys=0.0), K, G)
-  out_IZRH = _tiled_core(plan, q_IZRH, k_JZCH, v_JZCH, scale, mask_bKGts, bias_bKGts)
+  out_IZRH = _tiled_core(plan, q_IZRH, k_JZCH, v_JZCH, scale, mask_bKGts, bias_bKGts, keys_B)
   out_IBKGQH = out_IZRH.reshape(I, B, K, G, Q, H)
   out_BTNH = out_IBKGQH.transpose(1, 0, 4, 2, 3, 5).reshape(B, I * Q, N, H)[:, :T]
   return out_BTNH.astype(q_BTNH.dtype)
@@ -166,10 +208,11 @@ def _batch_chunk(B: int, N: int, Q: int, C: int) -> int:
   return max(d for d in range(1, min(B, limit) + 1) if B % d == 0)
 
 
-def _in_batch_chunks(chunk: int, q_BTNH, k_BSKH, v_BSKH, *, mask, bias, scale, **options):
-  """tiled_attention over B / chunk groups of `chunk` sequences in turn (lax.map).
+def _in_batch_chunks(chunk: int, q_BTNH, k_BSKH, v_BSKH, *, mask, bias, keys_B, **options):
+  """_tiled over B / chunk groups of `chunk` sequences in turn (lax.map).
 
-  mask and bias are split with the batch where they have one, else shared.
+  mask and bias are split with the batch where they have one, else shared; the
+  per-sequence dropout keys always are.
   """
   B = q_BTNH.shape[0]
 
@@ -177,18 +220,23 @@ def _in_batch_chunks(chunk: int, q_BTNH, k_BSKH, v_BSKH, *, mask, bias, scale, *
     return x.reshape((B // chunk, chunk) + x.shape[1:])
 
   mask, bias = as_rank4(mask), as_rank4(bias)
-  per_sequence = {
-    name: x for name, x in (("mask", mask), ("bias", bias)) if x is not None and x.shape[0] == B
-  }
-  shared = {name: x for name, x in (("mask", mask), ("bias", bias)) if name not in per_sequence}
+  named = (("mask", mask), ("bias", bias), ("keys_B", keys_B))
+  per_sequence = {name: x for name, x in named if x is not None and x.shape[0] == B}
+  shared = {name: x for name, x in named if name not in per_sequence}
 
   def run(xs):
     q, k, v, extra = xs
-    return tiled_attention(q, k, v, scale=scale, **shared, **extra, **options)
+    return _tiled(q, k, v, **shared, **extra, **options)
 
   xs = (split(q_BTNH), split(k_BSKH), split(v_BSKH), {n: split(x) for n, x in per_sequence.items()})
   out = lax.map(run, xs)
   return out.reshape((B,) + out.shape[2:])
 
 
-__all__ = ["DEFAULT_BLOCK_LOGITS", "DEFAULT_Q_BLOCK", "MAX_PASS_LOGITS", "tiled_attention"]
+__all__ = [
+  "DEFAULT_BLOCK_LOGITS",
+  "DEFAULT_Q_BLOCK",
+  "MAX_PASS_LOGITS",
+  "block_lengths",
+  "tiled_attention",
+]

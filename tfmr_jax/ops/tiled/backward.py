@@ -9,13 +9,24 @@ huge logits (q, k scaled by 1e5) give the reference's gradients, not inf or NaN;
 forms dV += p^T dO, dP = dO V^T, dS = p (dP - rowsum(dO * O)), dQ += dS K,
 dK += dS^T Q with matmuls, so training memory is O(T) too. Accumulation is float32
 whatever the inputs.
+
+With dropout (keep mask M, d = 1 / (1 - rate), out = (M d P) V): dV += (M d p)^T dO and
+dP = M d (dO V^T); rowsum(dO * O) is still the Jacobian's diagonal term, O being the
+dropped output. M is drawn again from the same per-block keys, never stored.
 """
 
 import jax.numpy as jnp
 from jax import lax
 
 from tfmr_jax.ops.guards import MASKED_LOGIT
-from tfmr_jax.ops.tiled.blocks import add_block, bmm, open_block, rows_block, scaled_queries
+from tfmr_jax.ops.tiled.blocks import (
+  add_block,
+  bmm,
+  keep_block,
+  open_block,
+  rows_block,
+  scaled_queries,
+)
 from tfmr_jax.ops.tiled.plan import Plan, block_kinds_IJ, sweep
 
 
@@ -25,7 +36,7 @@ def backward(plan: Plan, res, dout_IZRH):
   Blocks are laid out transposed, [Z, C, R], so that every matmul reads its
   [C, R]-sized operand in place: dV = p^T dO, dK = dS^T Q and dQ^T = K^T dS^T.
   """
-  q_IZRH, k_JZCH, v_JZCH, scale, mask_bKGts, bias_bKGts, out_IZRH, lse_I2ZR = res
+  q_IZRH, k_JZCH, v_JZCH, scale, mask_bKGts, bias_bKGts, keys_B, out_IZRH, lse_I2ZR = res
   _, Z, R, H = q_IZRH.shape
   # A constant cotangent (the gradient of sum(out)) reaches us as a broadcast; XLA's CPU
   # backend (jax 0.10.2) then computed dQ and dK from uninitialised memory for a single
@@ -60,8 +71,14 @@ def backward(plan: Plan, res, dout_IZRH):
       sT_ZCR = jnp.where(open_ZCR, sT_ZCR, MASKED_LOGIT)
     # p = exp((s - m) - log l): s - m first, exact near the max whatever the logits' size.
     pT_ZCR = jnp.exp((sT_ZCR - lse_2ZR[0][:, None, :]) - lse_2ZR[1][:, None, :])  # closed: 0
-    dv_ZCH = bmm(pT_ZCR.astype(dout_ZRH.dtype), dout_ZRH)
     dpT_ZCR = bmm(v_ZCH, doutT_ZHR)
+    kept_pT_ZCR = pT_ZCR
+    if plan.dropout_rate > 0:
+      keepT_ZCR = keep_block(keys_B, i, j, plan, transposed=True)
+      inv_keep = jnp.float32(1.0 / (1.0 - plan.dropout_rate))
+      kept_pT_ZCR = jnp.where(keepT_ZCR, pT_ZCR * inv_keep, 0.0)
+      dpT_ZCR = jnp.where(keepT_ZCR, dpT_ZCR * inv_keep, 0.0)
+    dv_ZCH = bmm(kept_pT_ZCR.astype(dout_ZRH.dtype), dout_ZRH)
     dsT_ZCR = pT_ZCR * (dpT_ZCR - delta_ZR[:, None, :])
     dqT_ZHR = dqT_ZHR + bmm(kT_JZHC[j], dsT_ZCR.astype(k_ZCH.dtype))
     dk_ZCH = bmm(dsT_ZCR.astype(qs_ZRH.dtype), qs_ZRH)
@@ -113,4 +130,5 @@ def backward(plan: Plan, res, dout_IZRH):
     dscale.astype(scale.dtype),
     None,
     dbias_bKGts,
+    None,
   )

@@ -8,6 +8,7 @@ b, t, s axes that may be 1 (they broadcast).
 import jax.numpy as jnp
 from jax import lax
 
+from tfmr_jax.ops.dropout import keep_block_BNQC
 from tfmr_jax.ops.tiled.plan import Plan
 
 
@@ -48,16 +49,22 @@ def rows_block(x, i, j, plan: Plan, *, transposed: bool):
 def open_block(i, j, plan: Plan, mask, *, transposed: bool):
   """bool, broadcastable to [Z, R, C] (or [Z, C, R] when transposed).
 
-  True where query i * Q + q may attend key j * C + c: inside the keys, causal if
-  the plan says so, and allowed by `mask` ([b, K, G, t, s], or [b, K, s, G, t]).
+  True where query i * Q + q may attend key j * C + c: inside the keys, causal and
+  inside the window if the plan says so, and allowed by `mask` ([b, K, G, t, s], or
+  [b, K, s, G, t]).
   """
   query_1Q = i * plan.Q + lax.broadcasted_iota(jnp.int32, (1, plan.Q), 1)
   key_C1 = j * plan.C + lax.broadcasted_iota(jnp.int32, (plan.C, 1), 0)
+  p_1Q = query_1Q + (plan.S - plan.T)  # the query's own key position
   open_CQ = jnp.ones((plan.C, plan.Q), jnp.bool_)
   if plan.keys_padded:
     open_CQ = open_CQ & (key_C1 < plan.S)
   if plan.is_causal:
-    open_CQ = open_CQ & (key_C1 <= query_1Q + (plan.S - plan.T))
+    open_CQ = open_CQ & (key_C1 <= p_1Q)
+  if plan.window is not None:
+    open_CQ = open_CQ & (key_C1 > p_1Q - plan.window)
+    if not plan.is_causal:
+      open_CQ = open_CQ & (key_C1 < p_1Q + plan.window)
   G, Q, C = plan.G, plan.Q, plan.C
   if transposed:
     open_ = jnp.broadcast_to(open_CQ[:, None, :], (C, G, Q)).reshape(1, C, G * Q)
@@ -94,3 +101,17 @@ def add_block(acc_bKsGt, dsT_ZCR, i, j, plan: Plan):
     take_block(acc_bKsGt, i, j, plan, t_axis=4, s_axis=2) + ds,
     block_start(acc_bKsGt, i, j, plan, t_axis=4, s_axis=2),
   )
+
+
+def keep_block(keys_B, i, j, plan: Plan, *, transposed: bool):
+  """Dropout's keep-mask of block (i, j) as bool [Z, R, C] (or [Z, C, R] when transposed).
+
+  Drawn afresh from the per-sequence keys (tfmr_jax.ops.dropout), the same bits in the
+  forward and the backward; never stored.
+  """
+  B, K, G, Q, C = plan.B, plan.K, plan.G, plan.Q, plan.C
+  keep_BNQC = keep_block_BNQC(keys_B, i, j, N=K * G, Q=Q, C=C, rate=plan.dropout_rate)
+  keep_BKGQC = keep_BNQC.reshape(B, K, G, Q, C)
+  if transposed:
+    return keep_BKGQC.transpose(0, 1, 4, 2, 3).reshape(B * K, C, G * Q)
+  return keep_BKGQC.reshape(B * K, G * Q, C)

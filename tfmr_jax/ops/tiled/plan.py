@@ -5,7 +5,9 @@ length, I number of query blocks, J number of key blocks; b, t, s axes that may 
 
 A plan cuts [T, S] into I x J blocks of Q x C. Each block has a kind: never visited
 (SKIP), visited without any masking work (FULL), or visited with it (PARTIAL); the
-causal rule and the key padding give kinds statically, a mask array at run time.
+causal rule, the sliding window and the key padding give kinds statically, a mask
+array at run time. With a window only the blocks that meet the band are visited, so
+the work grows as T * window.
 `sweep` folds one query block's visited key blocks into a carry.
 """
 
@@ -31,6 +33,12 @@ class Plan:
   Q: int
   C: int
   is_causal: bool
+  # Sliding window: query t (at p = t + S - T) sees p - window < s <= p when causal,
+  # |p - s| < window when not; None: no window. Stored at most max(T, S).
+  window: int | None = None
+  # Attention dropout: each probability kept with 1 - rate (tfmr_jax.ops.dropout), its
+  # keep-mask drawn per block from per-sequence keys, forward and backward alike.
+  dropout_rate: float = 0.0
   B: int = 1
   K: int = 1
   G: int = 1
@@ -58,7 +66,7 @@ def block_length(length: int, target: int) -> int:
 
 
 def static_kinds_IJ(plan: Plan) -> np.ndarray:
-  """[I, J] block kinds from the causal rule and the key padding alone."""
+  """[I, J] block kinds from the causal rule, the window and the key padding alone."""
   i_I1 = np.arange(plan.I)[:, None]
   j_1J = np.arange(plan.J)[None, :]
   first_key = j_1J * plan.C
@@ -66,12 +74,17 @@ def static_kinds_IJ(plan: Plan) -> np.ndarray:
   kinds = np.full((plan.I, plan.J), FULL, np.int32)
   if plan.keys_padded:
     kinds[:, -1] = PARTIAL
-  if plan.is_causal:
-    offset = plan.S - plan.T  # query t sees key s <= t + offset
-    first_query = i_I1 * plan.Q
-    last_query = np.minimum((i_I1 + 1) * plan.Q, plan.T) - 1
-    all_open = last_key <= first_query + offset
-    any_open = first_key <= last_query + offset
+  if plan.is_causal or plan.window is not None:
+    offset = plan.S - plan.T  # query t stands at key position p = t + offset
+    first_p = i_I1 * plan.Q + offset
+    last_p = np.minimum((i_I1 + 1) * plan.Q, plan.T) - 1 + offset
+    W = plan.window
+    reach = 0 if plan.is_causal else W - 1  # query p sees keys up to p + reach
+    all_open = last_key <= first_p + reach
+    any_open = first_key <= last_p + reach
+    if W is not None:  # ... and down to p - W + 1
+      all_open = all_open & (first_key >= last_p - W + 1)
+      any_open = any_open & (last_key >= first_p - W + 1)
     kinds = np.where(all_open, kinds, PARTIAL)
     kinds = np.where(any_open, kinds, SKIP)
   return kinds
