@@ -92,11 +92,11 @@ def test_default_choices_keep_the_parameter_tree():
   "choices",
   [
     dict(),  # Llama: RoPE, RMSNorm, SwiGLU, GQA
-    dict(qk_norm=True, activation="geglu", norm_kind="layernorm", rope_base=31.0),
+    dict(qk_norm=True, activation="geglu", norm_kind="layernorm", rope_base=31.0, num_layers=1),
   ],
 )
 def test_cached_decoding_equals_full_recomputation(choices):
-  model = GPT2(TransformerConfig.llama(**TINY, **choices), rngs=nnx.Rngs(0))
+  model = GPT2(TransformerConfig.llama(**{**TINY, **choices}), rngs=nnx.Rngs(0))
   model.eval()
   tokens = jax.random.randint(jax.random.key(1), (2, 11), 0, 23)
   full = jax.jit(lambda t: model(t))(tokens)
@@ -111,7 +111,7 @@ def test_cached_decoding_equals_full_recomputation(choices):
 
 def test_encoder_decoder_with_rope_decodes_with_its_cache():
   config = TransformerConfig(
-    **{**TINY, "num_kv_heads": None},
+    **{**TINY, "num_kv_heads": None, "num_layers": 1},
     positions="rope",
     norm="pre",
     norm_kind="rmsnorm",

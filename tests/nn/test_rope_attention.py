@@ -54,9 +54,8 @@ def test_default_positions_are_arange():
   )
 
 
-@pytest.mark.parametrize("qk_norm", [None, "layernorm"])
-def test_cached_decoding_equals_full_recomputation(qk_norm):
-  mha, x = make(qk_norm=qk_norm), x_BTD()
+def test_cached_decoding_equals_full_recomputation():  # with QK-norm: tests/models/test_llama.py
+  mha, x = make(), x_BTD()
   full = mha(x, is_causal=True)
   extend = jax.jit(lambda x, cache: mha.extend(x, cache))
   cache = KVCache.zeros(B, T + 2, K, D // N)
