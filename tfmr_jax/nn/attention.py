@@ -298,6 +298,7 @@ class MultiHeadAttention(nnx.Module):
     if context_BSD is not None:
       k_BSKH, v_BSKH = self.project_kv(context_BSD)
       return self.attend(x_BTD, k_BSKH, v_BSKH, mask=mask, bias=bias, is_causal=is_causal)
+    self._check_input("x_BTD", x_BTD)
     positions = self._positions(x_BTD.shape[1], positions)
     k_BTKH, v_BTKH = self.project_kv(x_BTD, positions=positions)
     return self.attend(
@@ -313,6 +314,7 @@ class MultiHeadAttention(nnx.Module):
     new queries and keys are rotated by `positions` (int [T] or [B, T]; default the
     cache's length + arange(T)). Returns (out_BTD, the new cache).
     """
+    self._check_input("x_BTD", x_BTD)
     positions = self._positions(x_BTD.shape[1], positions, offset=cache.length)
     k_BTKH, v_BTKH = self.project_kv(x_BTD, positions=positions)
     cache = cache.append(k_BTKH, v_BTKH)
