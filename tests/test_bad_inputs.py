@@ -78,6 +78,16 @@ CONFIG_CASES = [
   ),
   (REVERSE + ["--config.model.dropout=nan"], "config.model.dropout = nan: must be a finite number"),
   (
+    REVERSE
+    + ["--config.model.positions=rope", "--config.model.d_model=36", "--config.model.num_heads=4"],
+    "config.model.positions = 'rope': rotary embeddings rotate channel pairs, so they need an "
+    "even head dim; d_model / num_heads = 36 / 4 = 9",
+  ),
+  (
+    REVERSE + ["--config.model.activation=swishglu"],
+    "config.model.activation = 'swishglu': must be one of ('relu', 'gelu', 'swiglu', 'geglu')",
+  ),
+  (
     ADDITION + ["--config.task.num_digits=19"],
     "config.task.num_digits = 19: must be an int in [1, 18]",
   ),

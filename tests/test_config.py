@@ -45,6 +45,37 @@ def test_partial_config_is_filled_from_the_task_defaults():
   )
 
 
+LLAMA_CHOICES = dict(
+  norm_kind="rmsnorm",
+  positions="rope",
+  rope_base=500,
+  activation="swiglu",
+  use_bias=False,
+  tie_output=False,
+  num_kv_heads=2,
+  qk_norm=True,
+)
+
+
+def test_every_architecture_choice_is_one_field_away():
+  model_config = C.model_config
+  resolved = C.validate(_with("sort", model=LLAMA_CHOICES))
+  got = model_config(resolved.model, vocab_size=7, max_len=12)
+  for field, value in LLAMA_CHOICES.items():
+    assert getattr(got, field) == value, field
+  assert got.d_ff == 176 and got.norm == "pre"  # 2/3 of 4 * 64, the gpt kind's pre-norm
+  # The defaults build what they built before these fields existed.
+  gpt = model_config(C.validate(_with("sort")).model, vocab_size=7, max_len=12)
+  assert (gpt.norm_kind, gpt.use_bias, gpt.tie_output, gpt.qk_norm) == (
+    "layernorm",
+    True,
+    True,
+    False,
+  )
+  s2s = model_config(C.validate(_with("copy")).model, vocab_size=7, max_len=12)
+  assert s2s.tie_output is False and s2s.positions == "sinusoidal"
+
+
 def test_ints_widen_to_float_but_bools_are_not_numbers():
   resolved = C.validate(_with(optim={"learning_rate": 1}))
   assert resolved.optim.learning_rate == 1.0 and isinstance(resolved.optim.learning_rate, float)
@@ -103,9 +134,22 @@ BAD_CONFIGS = [
     "'encoder'",
   ),
   (
-    _with("sort", model={"norm": "post"}),
-    "config.model.norm = 'post': model.kind 'gpt' is the GPT-2 architecture, which has "
-    "norm = 'pre'",
+    _with("sort", model={"positions": "rope", "d_model": 30, "num_heads": 2}),
+    "config.model.positions = 'rope': rotary embeddings rotate channel pairs, so they need an "
+    "even head dim; d_model / num_heads = 30 / 2 = 15",
+  ),
+  (
+    _with("sort", model={"activation": "swish"}),
+    "config.model.activation = 'swish': must be one of ('relu', 'gelu', 'swiglu', 'geglu')",
+  ),
+  (
+    _with("sort", model={"norm_kind": "rms"}),
+    "config.model.norm_kind = 'rms': must be one of ('layernorm', 'rmsnorm')",
+  ),
+  (_with(model={"rope_base": 0.5}), "config.model.rope_base = 0.5: must be a number > 1"),
+  (
+    _with(model={"tie_output": True}),
+    "config.model.tie_output = True: model.kind 'encoder' has a per-position head of its own",
   ),
   (
     _with(optim={"schedule": "noam", "warmup_steps": 0}),

@@ -73,8 +73,8 @@ def _break(folder, how):
     (folder / "config.json").write_text('{"n_embd": 36,')
   elif how == "a JSON list":
     (folder / "config.json").write_text("[1, 2]")
-  elif how == "llama":
-    _write_config(folder, model_type="llama")
+  elif how == "mistral":
+    _write_config(folder, model_type="mistral")
   elif how == "no model_type, not GPT-2":
     _write_config(folder, model_type=..., n_embd=..., hidden_size=36)
   elif how == "exact GELU":
@@ -108,9 +108,9 @@ BAD_FOLDERS = [
   ("invalid JSON", HFConfigError, r"config.json' is not valid JSON"),
   ("a JSON list", HFConfigError, r"config.json' holds a list; it must be a JSON object"),
   (
-    "llama",
+    "mistral",
     HFConfigError,
-    r"config.json': model_type='llama' is not supported: must be one of \('gpt2',\)",
+    r"config.json': model_type='mistral' is not supported: must be one of \('gpt2', 'llama'\)",
   ),
   ("no model_type, not GPT-2", HFConfigError, r"config.json': .*no model_type and lacks 'n_embd'"),
   ("exact GELU", HFConfigError, r"config.json': activation_function='gelu' is not supported"),
@@ -144,11 +144,11 @@ def test_each_bad_folder_gets_its_error(folder, how, error, message):
 def test_from_hf_dispatches_on_model_type():
   weights = load_file(GOLDEN / "model.safetensors")
   config = json.loads((GOLDEN / "config.json").read_text())
-  assert set(IMPORTERS) == {"gpt2"}
+  assert set(IMPORTERS) == {"gpt2", "llama"}
   without_type = {k: v for k, v in config.items() if k != "model_type"}
   guessed, typed = (nnx.state(from_hf(weights, c), nnx.Param) for c in (without_type, config))
   jax.tree.map(np.testing.assert_array_equal, guessed, typed)  # GPT-2's keys, no model_type
-  with pytest.raises(ValueError, match=r"model_type='llama' is not supported: must be one of"):
-    from_hf(weights, {**config, "model_type": "llama"})
+  with pytest.raises(ValueError, match=r"model_type='bert' is not supported: must be one of"):
+    from_hf(weights, {**config, "model_type": "bert"})
   with pytest.raises(TypeError, match="hf_config must be a dict"):
     from_hf(weights, "config.json")

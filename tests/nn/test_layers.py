@@ -116,5 +116,8 @@ def test_position_embeddings():
   np.testing.assert_array_equal(learned(jnp.arange(2)), learned.table.embedding[...][:2])
   none = PositionEmbedding(11, 6, kind="none", rngs=nnx.Rngs(0))
   np.testing.assert_array_equal(none(jnp.arange(4)), np.zeros((4, 6)))
-  with pytest.raises(ValueError, match="positions must be one of .* got 'rope'"):
-    PositionEmbedding(11, 6, kind="rope", rngs=nnx.Rngs(0))
+  rope = PositionEmbedding(11, 6, kind="rope", rngs=nnx.Rngs(0))  # rotates in attention instead
+  np.testing.assert_array_equal(rope(jnp.arange(4)), np.zeros((4, 6)))
+  assert not jax.tree.leaves(nnx.state(rope, nnx.Param))
+  with pytest.raises(ValueError, match="positions must be one of .* got 'rotary'"):
+    PositionEmbedding(11, 6, kind="rotary", rngs=nnx.Rngs(0))

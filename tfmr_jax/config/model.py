@@ -12,9 +12,10 @@ from tfmr_jax.models import ModelConfigError, TransformerConfig
 def model_config(model, *, vocab_size: int, max_len: int) -> TransformerConfig:
   """The TransformerConfig of a `model` section, sized for a task.
 
-  kind "gpt" is the GPT-2 architecture (`TransformerConfig.gpt`); "encoder" gets a
-  per-position head over the vocabulary; "encoder_decoder" shares its embeddings and
-  ties its output layer when `share_embeddings` says so.
+  kind "gpt" starts from the GPT-2 architecture (`TransformerConfig.gpt`), which the
+  section's fields override; "encoder" gets a per-position head over the vocabulary;
+  "encoder_decoder" shares its embeddings when `share_embeddings` says so, and ties its
+  output layer when `tie_output` says so (None: when it shares them).
   """
   fields = dict(
     vocab_size=vocab_size,
@@ -26,18 +27,29 @@ def model_config(model, *, vocab_size: int, max_len: int) -> TransformerConfig:
     d_ff=model["d_ff"],
     dropout=model["dropout"],
     norm=model["norm"],
+    norm_kind=model["norm_kind"],
     positions=model["positions"],
+    rope_base=model["rope_base"],
     activation=model["activation"],
+    qk_norm=model["qk_norm"],
+    use_bias=model["use_bias"],
     attention_implementation=model["attention_implementation"],
     dtype=model["dtype"],
     param_dtype=model["param_dtype"],
   )
+  tie = model["tie_output"]
   if model["kind"] == "gpt":
-    return TransformerConfig.gpt(**fields)
+    return TransformerConfig.gpt(**fields, tie_output=True if tie is None else tie)
   if model["kind"] == "encoder":
+    if tie:
+      raise ModelConfigError(
+        "tie_output", tie, "model.kind 'encoder' has a per-position head of its own, never tied"
+      )
     return TransformerConfig(**fields, num_outputs=vocab_size)
   share = model["share_embeddings"]
-  return TransformerConfig(**fields, share_embeddings=share, tie_output=share)
+  return TransformerConfig(
+    **fields, share_embeddings=share, tie_output=share if tie is None else tie
+  )
 
 
 def check_model(model) -> None:

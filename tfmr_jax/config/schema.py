@@ -28,7 +28,9 @@ from tfmr_jax.tasks.addition import MAX_DIGITS as ADDITION_MAX_DIGITS
 
 HF_PREFIX = "hf:"  # train.init_from = "hf:DIR": a Hugging Face folder
 MODEL_KIND_FOR_FORMAT = {"tagging": "encoder", "seq2seq": "encoder_decoder", "lm": "gpt"}
-# GPT follows GPT-2: pre-LN, learned positions, GELU. The other kinds choose.
+# A GPT starts from GPT-2: pre-LN, learned positions, GELU; every field may be overridden
+# (e.g. Llama's choices: norm_kind=rmsnorm, positions=rope, activation=swiglu, use_bias=False,
+# tie_output=False).
 GPT_ARCHITECTURE = {"norm": "pre", "positions": "learned", "activation": "gelu"}
 
 
@@ -87,9 +89,17 @@ SECTION_FIELDS: dict[str, dict[str, tuple[Any, Rule]]] = {
     "num_kv_heads": (None, Rule(int, optional=True)),  # None = num_heads
     "d_ff": (None, Rule(int, optional=True)),  # None = 4 * d_model
     "dropout": (0.0, Rule(float)),
-    "norm": ("post", Rule(str)),  # "post" | "pre"
-    "positions": ("sinusoidal", Rule(str)),  # "sinusoidal" | "learned" | "none"
-    "activation": ("relu", Rule(str)),  # "relu" | "gelu"
+    "norm": ("post", Rule(str)),  # "post" | "pre": where the norms sit
+    "norm_kind": ("layernorm", Rule(str)),  # "layernorm" | "rmsnorm": what they compute
+    "positions": ("sinusoidal", Rule(str)),  # "sinusoidal" | "learned" | "rope" | "none"
+    "rope_base": (10000.0, Rule(float)),  # RoPE's base, read with positions = "rope"
+    # "relu" | "gelu" | "swiglu" | "geglu"; gated ones take d_ff None = 2/3 of 4 * d_model
+    "activation": ("relu", Rule(str)),
+    "qk_norm": (False, Rule(bool)),  # a norm (norm_kind) on each query and key head
+    "use_bias": (True, Rule(bool)),  # biases in every projection and the untied head
+    # None = the kind's own: a gpt ties its head to the token embedding; an
+    # encoder_decoder ties when it shares embeddings; an encoder's head is never tied.
+    "tie_output": (None, Rule(bool, optional=True)),
     "share_embeddings": (False, Rule(bool)),  # encoder_decoder: one table for src and tgt
     # None = tj.attention's own choice for the backend and shapes.
     "attention_implementation": (None, Rule(str, optional=True)),

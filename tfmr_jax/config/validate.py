@@ -13,7 +13,6 @@ import ml_collections
 from tfmr_jax.config.model import check_model
 from tfmr_jax.config.rules import ConfigError, Rule, check_keys, checked
 from tfmr_jax.config.schema import (
-  GPT_ARCHITECTURE,
   HF_PREFIX,
   MODEL_KIND_FOR_FORMAT,
   SECTION_FIELDS,
@@ -60,13 +59,6 @@ def _check_relations(c: dict) -> None:
       f"config.model.kind = {model['kind']!r}: task {task['name']!r} has "
       f"{FORMATS[task['name']]!r} data, which needs model.kind = {needed!r}"
     )
-  if model["kind"] == "gpt":
-    for field, value in GPT_ARCHITECTURE.items():
-      if model[field] != value:
-        raise ConfigError(
-          f"config.model.{field} = {model[field]!r}: model.kind 'gpt' is the GPT-2 "
-          f"architecture, which has {field} = {value!r}"
-        )
   check_model(model)
   _check_cudnn(model, backend=jax.default_backend())
   if optim["schedule"] == "noam" and optim["warmup_steps"] == 0:

@@ -8,7 +8,8 @@ once, in `__post_init__`: a bad value raises `ModelConfigError` naming the field
 the value and the rule, e.g. `num_heads=5: must divide d_model=64`.
 
 The family defaults are named constructors: `gpt2_124m()`, `gpt(...)` (the GPT-2
-architecture at any size) and `paper_base(...)`.
+architecture at any size), `llama(...)` (the Llama architecture at any size) and
+`paper_base(...)`. The defaults of the fields themselves are the paper's Transformer.
 """
 
 import dataclasses
@@ -16,8 +17,8 @@ import math
 import numbers
 
 from tfmr_jax.nn.embeddings import POSITIONS
-from tfmr_jax.nn.feed_forward import ACTIVATIONS
-from tfmr_jax.nn.norms import NORMS
+from tfmr_jax.nn.feed_forward import ACTIVATIONS, GATED, gated_d_ff
+from tfmr_jax.nn.norms import NORM_KINDS, NORMS
 from tfmr_jax.ops.implementations import IMPLEMENTATIONS
 
 
@@ -39,13 +40,21 @@ class TransformerConfig:
     num_layers: L, the layers of the stack; the encoder's in the encoder-decoder.
     d_model: D.  num_heads: N (must divide D).
     num_kv_heads: K for grouped-query attention (must divide N); None = N.
-    d_ff: F, the feed-forward width; None = 4 D (resolved here).
+    d_ff: F, the feed-forward width; None = 4 D, or for a gated activation 2/3 of
+      that rounded up to a multiple of 8 (resolved here).
     dropout: residual and embedding dropout rate (the paper's P_drop).
-    norm: "post" (LayerNorm after each residual add, the paper) or "pre" (before
-      each sublayer, plus a final LayerNorm: GPT-2).
-    positions: "sinusoidal", "learned" or "none".
-    activation: "relu" or "gelu" (tanh approximation).
-    ln_eps: LayerNorm epsilon.
+    norm: "post" (the norm after each residual add, the paper) or "pre" (before
+      each sublayer, plus a final norm: GPT-2, Llama).
+    norm_kind: "layernorm" or "rmsnorm" (no centring, no bias: Llama); every norm of
+      the model, QK-norm's too.
+    positions: "sinusoidal", "learned", "rope" (rotary: queries and keys rotated in
+      every self-attention layer, nothing added to the embeddings) or "none".
+    rope_base: RoPE's base (Llama 2: 10000; Llama 3: 500000); read with "rope" only.
+    activation: "relu", "gelu" (tanh approximation), "swiglu" or "geglu" (gated:
+      a third matrix, see `tfmr_jax.nn.FeedForward`).
+    qk_norm: a norm (`norm_kind`) over the head dim of every query and key before
+      RoPE and the dot product (one scale per layer for q, one for k).
+    ln_eps: the norms' epsilon.
     scale_embeddings: token embeddings times sqrt(D) (the paper).
     use_bias: biases in the attention and feed-forward projections.
     init_std: None = Flax's default initializers; a number = GPT-2's: every weight
@@ -76,8 +85,11 @@ class TransformerConfig:
   d_ff: int | None = None
   dropout: float = 0.0
   norm: str = "post"
+  norm_kind: str = "layernorm"
   positions: str = "sinusoidal"
+  rope_base: float = 10000.0
   activation: str = "relu"
+  qk_norm: bool = False
   ln_eps: float = 1e-6
   scale_embeddings: bool = True
   use_bias: bool = True
@@ -108,16 +120,27 @@ class TransformerConfig:
       raise ModelConfigError("dropout", self.dropout, "must be a rate in [0, 1)")
     for name, choices in (
       ("norm", NORMS),
+      ("norm_kind", NORM_KINDS),
       ("positions", POSITIONS),
       ("activation", tuple(ACTIVATIONS)),
     ):
       if getattr(self, name) not in choices:
         raise ModelConfigError(name, getattr(self, name), f"must be one of {choices}")
+    if not (_is_number(self.rope_base) and self.rope_base > 1):
+      raise ModelConfigError("rope_base", self.rope_base, "must be a number > 1")
+    H = self.d_model // self.num_heads
+    if self.positions == "rope" and H % 2:
+      raise ModelConfigError(
+        "positions",
+        "rope",
+        f"rotary embeddings rotate channel pairs, so they need an even head dim; "
+        f"d_model / num_heads = {self.d_model} / {self.num_heads} = {H}",
+      )
     if not (_is_number(self.ln_eps) and self.ln_eps > 0):
       raise ModelConfigError("ln_eps", self.ln_eps, "must be a number > 0")
     if self.init_std is not None and not (_is_number(self.init_std) and self.init_std > 0):
       raise ModelConfigError("init_std", self.init_std, "must be a number > 0 or None")
-    for name in ("scale_embeddings", "use_bias", "tie_output", "share_embeddings"):
+    for name in ("scale_embeddings", "use_bias", "qk_norm", "tie_output", "share_embeddings"):
       if not isinstance(getattr(self, name), bool):
         raise ModelConfigError(name, getattr(self, name), "must be a bool")
     impl = self.attention_implementation
@@ -126,8 +149,9 @@ class TransformerConfig:
         "attention_implementation", impl, f"must be None or one of {IMPLEMENTATIONS}"
       )
     _check_dtypes(self.dtype, self.param_dtype)
+    default_d_ff = gated_d_ff(self.d_model) if self.activation in GATED else 4 * self.d_model
     resolved = {
-      "d_ff": 4 * self.d_model if self.d_ff is None else self.d_ff,
+      "d_ff": default_d_ff if self.d_ff is None else self.d_ff,
       "tgt_vocab_size": self.vocab_size if self.tgt_vocab_size is None else self.tgt_vocab_size,
       "num_decoder_layers": self.num_layers
       if self.num_decoder_layers is None
@@ -170,6 +194,26 @@ class TransformerConfig:
       "tie_output": True,
     }
     return cls(**{**gpt2, **fields})
+
+  @classmethod
+  def llama(cls, **fields) -> "TransformerConfig":
+    """The Llama architecture at any size: pre-RMSNorm (eps 1e-5), SwiGLU (d_ff by the 2/3
+    rule unless given), RoPE (base 10000), no biases, an untied head, unscaled
+    embeddings, normal(0.02) init. Grouped-query attention through num_kv_heads.
+    Sizes are required."""
+    llama = {
+      "norm": "pre",
+      "norm_kind": "rmsnorm",
+      "positions": "rope",
+      "rope_base": 10000.0,
+      "activation": "swiglu",
+      "ln_eps": 1e-5,
+      "scale_embeddings": False,
+      "use_bias": False,
+      "init_std": 0.02,
+      "tie_output": False,
+    }
+    return cls(**{**llama, **fields})
 
   @classmethod
   def paper_base(cls, **overrides) -> "TransformerConfig":

@@ -30,6 +30,7 @@ from tfmr_jax.models.parts import (
   check_tokens,
   embedding_init,
   extend_layers,
+  final_norm,
   key_padding_mask,
   logits_head,
   make_layers,
@@ -41,7 +42,6 @@ from tfmr_jax.nn import (
   KVCache,
   PositionEmbedding,
   TokenEmbedding,
-  layer_norm,
   make_dropout,
 )
 from tfmr_jax.ops.guards import check_positive, check_rank
@@ -105,9 +105,7 @@ class EncoderDecoderTransformer(nnx.Module):
       attention_fn=attention_fn_of(c, attention_fn),
       rngs=rngs,
     )
-    self.decoder_norm = (
-      layer_norm(c.d_model, epsilon=c.ln_eps, **dtypes, rngs=rngs) if c.norm == "pre" else None
-    )
+    self.decoder_norm = final_norm(c, rngs=rngs)
     self.output = None if c.tie_output else logits_head(c.tgt_vocab_size, c, rngs=rngs)
 
   @property

@@ -11,8 +11,10 @@ With `TransformerConfig.gpt2_124m()` (or `.gpt(...)` at any size) it is GPT-2:
 Like the reference, every linear layer has a bias and LayerNorm epsilon is 1e-5.
 Unlike it, there is no dropout on the attention probabilities (the attention op
 has none); the 124M release used dropout only in training anyway. Other configs
-give other decoder-only models (post-LN, sinusoidal positions, an untied head).
-Hugging Face weights load through `tfmr_jax.models.from_hf` and export through `to_hf`.
+give other decoder-only models (post-LN, sinusoidal positions, an untied head), Llama
+among them: `TransformerConfig.llama(...)` is pre-RMSNorm, SwiGLU, RoPE, grouped-query
+attention, no biases, an untied head. Hugging Face weights (GPT-2 and Llama) load through
+`tfmr_jax.models.from_hf`; a GPT-2-shaped model exports through `to_hf`.
 """
 
 from collections.abc import Callable
@@ -31,8 +33,8 @@ class GPT2(EmbeddedStack):
   """Decoder-only LM. `gpt(tokens_BT)` -> logits_BTV; `extend` runs with a KV cache.
 
   Reads from `config`: vocab_size, max_len, num_layers, d_model, num_heads,
-  num_kv_heads, d_ff, dropout, norm, positions, activation, ln_eps,
-  scale_embeddings, use_bias, init_std, attention_implementation, tie_output, dtype,
+  num_kv_heads, d_ff, dropout, norm, norm_kind, positions, rope_base, activation, qk_norm,
+  ln_eps, scale_embeddings, use_bias, init_std, attention_implementation, tie_output, dtype,
   param_dtype. The logits are float32 whatever the compute dtype.
   `attention_fn` overrides the op every layer runs (e.g. a recording spy in tests).
   """
@@ -97,5 +99,7 @@ class GPT2(EmbeddedStack):
       seen_B1 = jnp.sum(cache[0].valid_BS, axis=1, dtype=jnp.int32)[:, None]
       positions_BT = jnp.maximum(seen_B1 + jnp.cumsum(valid_BT, axis=1, dtype=jnp.int32) - 1, 0)
     x_BTD = self.embed(tokens_BT, positions_BT)
-    x_BTD, cache = extend_layers(self.layers, x_BTD, cache, valid_BT=valid_BT)
+    x_BTD, cache = extend_layers(
+      self.layers, x_BTD, cache, valid_BT=valid_BT, positions=positions_BT
+    )
     return self._logits(x_BTD), cache

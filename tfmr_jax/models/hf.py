@@ -17,12 +17,13 @@ from collections.abc import Callable, Mapping
 import numpy as np
 from flax import nnx
 
-from tfmr_jax.models import hf_files, hf_gpt2
+from tfmr_jax.models import hf_files, hf_gpt2, hf_llama
 from tfmr_jax.models.hf_checks import HFConfigError, HFWeightsError
 from tfmr_jax.models.hf_gpt2 import config_from_hf
 
 IMPORTERS: dict[str, Callable[..., nnx.Module]] = {
   hf_gpt2.MODEL_TYPE: hf_gpt2.from_hf_gpt2,
+  "llama": hf_llama.from_hf_llama,
 }
 
 __all__ = [

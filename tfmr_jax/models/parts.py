@@ -13,6 +13,7 @@ import numpy as np
 from flax import nnx
 
 from tfmr_jax.models.config import TransformerConfig
+from tfmr_jax.nn import make_norm
 from tfmr_jax.nn import state as model_state
 from tfmr_jax.ops import attention, padding_mask
 from tfmr_jax.ops.debug import debug_enabled
@@ -97,10 +98,25 @@ def precision(config: TransformerConfig) -> dict:
 
 def logits_head(num_outputs: int, config: TransformerConfig, *, rngs) -> nnx.Linear:
   """An untied output layer [B, T, D] -> [B, T, O]: parameters in param_dtype, computed in
-  float32 (a bfloat16 stream is upcast), so the logits are float32 whatever the dtype."""
+  float32 (a bfloat16 stream is upcast), so the logits are float32 whatever the dtype.
+  A bias when config.use_bias."""
   param_dtype = precision(config)["param_dtype"]
   return nnx.Linear(
-    config.d_model, num_outputs, dtype=jnp.float32, param_dtype=param_dtype, rngs=rngs
+    config.d_model,
+    num_outputs,
+    use_bias=config.use_bias,
+    dtype=jnp.float32,
+    param_dtype=param_dtype,
+    rngs=rngs,
+  )
+
+
+def final_norm(config: TransformerConfig, *, rngs) -> nnx.Module | None:
+  """The norm after the last layer of a pre-norm stack (`config.norm_kind`); None post-norm."""
+  if config.norm != "pre":
+    return None
+  return make_norm(
+    config.norm_kind, config.d_model, epsilon=config.ln_eps, **precision(config), rngs=rngs
   )
 
 
@@ -124,9 +140,12 @@ def make_layers(block, num_layers: int, config: TransformerConfig, *, attention_
         num_kv_heads=config.num_kv_heads,
         dropout=config.dropout,
         norm=config.norm,
+        norm_kind=config.norm_kind,
         activation=config.activation,
         ln_eps=config.ln_eps,
         use_bias=config.use_bias,
+        rope_base=config.rope_base if config.positions == "rope" else None,
+        qk_norm=config.qk_norm,
         attention_fn=attention_fn,
         kernel_init=kernel_init,
         out_kernel_init=out_kernel_init,

@@ -4,7 +4,7 @@ Dimension key: B batch, T positions, D model dim.
 
     x = Dropout(TokenEmbedding(tokens) + PositionEmbedding(positions))
     L x EncoderBlock                     (how they attend is the subclass's call)
-    (pre-LN: a final LayerNorm)
+    (pre-norm: a final LayerNorm or RMSNorm)
 
 `TransformerEncoder` adds a per-position head and key-padding masks; `GPT2` attends
 causally and reads logits off the tied token embedding (or its own head).
@@ -20,18 +20,20 @@ from tfmr_jax.models.parts import (
   attention_fn_of,
   check_config,
   embedding_init,
+  final_norm,
   make_layers,
   precision,
 )
-from tfmr_jax.nn import EncoderBlock, PositionEmbedding, TokenEmbedding, layer_norm, make_dropout
+from tfmr_jax.nn import EncoderBlock, PositionEmbedding, TokenEmbedding, make_dropout
 
 
 class EmbeddedStack(nnx.Module):
-  """Token and position embeddings, embedding dropout, L EncoderBlocks, final LayerNorm.
+  """Token and position embeddings, embedding dropout, L EncoderBlocks, final norm.
 
   Reads from `config`: vocab_size, max_len, num_layers, d_model, num_heads,
-  num_kv_heads, d_ff, dropout, norm, positions, activation, ln_eps,
-  scale_embeddings, use_bias, init_std, attention_implementation, dtype, param_dtype.
+  num_kv_heads, d_ff, dropout, norm, norm_kind, positions, rope_base, activation,
+  qk_norm, ln_eps, scale_embeddings, use_bias, init_std, attention_implementation, dtype,
+  param_dtype.
   `attention_fn` overrides the op every layer runs. The stream x_BTD is in `dtype`.
   """
 
@@ -50,9 +52,7 @@ class EmbeddedStack(nnx.Module):
     self.layers = make_layers(
       EncoderBlock, c.num_layers, c, attention_fn=attention_fn_of(c, attention_fn), rngs=rngs
     )
-    self.final_norm = (
-      layer_norm(c.d_model, epsilon=c.ln_eps, **dtypes, rngs=rngs) if c.norm == "pre" else None
-    )
+    self.final_norm = final_norm(c, rngs=rngs)
 
   def embed(self, tokens_BT, positions_BT=None):
     """x_BTD of tokens at int positions_BT (default [0, T) in every row): embeddings plus
@@ -63,5 +63,5 @@ class EmbeddedStack(nnx.Module):
     return self.embedding_dropout(x_BTD)
 
   def normed(self, x_BTD):
-    """The stack's output: x_BTD after the final LayerNorm (pre-LN), else as it is."""
+    """The stack's output: x_BTD after the final norm (pre-norm), else as it is."""
     return x_BTD if self.final_norm is None else self.final_norm(x_BTD)

@@ -7,7 +7,7 @@ from tfmr_jax.nn.dropout import check_dropout, make_dropout
 from tfmr_jax.nn.embeddings import PositionEmbedding, TokenEmbedding
 from tfmr_jax.nn.feed_forward import FeedForward
 from tfmr_jax.nn.kv_cache import KVCache
-from tfmr_jax.nn.norms import layer_norm
+from tfmr_jax.nn.norms import layer_norm, make_norm, rms_norm
 from tfmr_jax.nn.residual import Residual
 
 __all__ = [
@@ -24,4 +24,6 @@ __all__ = [
   "check_dropout",
   "layer_norm",
   "make_dropout",
+  "make_norm",
+  "rms_norm",
 ]

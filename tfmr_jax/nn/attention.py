@@ -21,6 +21,12 @@ in a copy of a model and collects them. They are computed by `tj.attention_weigh
 reference op) from the same queries, keys, mask and is_causal, so they are the same
 whatever `attention_fn` runs the forward pass, and cost nothing when nobody asks.
 KV-cache decoding is its own method, `MultiHeadAttention.extend -> (out_BTD, cache)`.
+
+Rotary position embedding (`rope_base`) and QK-norm (`qk_norm`) act on the projected
+heads, in one place each (`_queries`, `project_kv`): QK-norm first, then RoPE at int
+`positions` ([T] or [B, T]). Self-attention rotates by arange(T) unless given
+positions; `extend` by the cache's length + arange(T), so a cached key keeps the
+rotation of the position it was written at.
 """
 
 from collections.abc import Callable
@@ -31,7 +37,8 @@ from flax import nnx
 from tfmr_jax.nn.capture import sow_attention_weights
 from tfmr_jax.nn.dropout import check_dropout, make_dropout
 from tfmr_jax.nn.kv_cache import KVCache
-from tfmr_jax.ops import attention, attention_weights, combine_masks
+from tfmr_jax.nn.norms import make_norm
+from tfmr_jax.ops import apply_rope, attention, attention_weights, combine_masks
 from tfmr_jax.ops.guards import check_floating, check_positive, check_rank
 
 _default_init = nnx.initializers.lecun_normal()
@@ -121,6 +128,10 @@ class MultiHeadAttention(nnx.Module):
     sow_attention: sow the attention weights (see the module docstring); normally
       switched on by `capture_attention` in a copy, not here.
     kernel_init: initializer of the q, k, v kernels; out_kernel_init of the output kernel.
+    rope_base: None, or rotary position embedding of q and k with this base (needs an
+      even H); for self-attention (and `attend` / `project_kv` when given positions).
+    qk_norm: None, or "layernorm" / "rmsnorm" over H of every query and key head
+      (one scale shared by the heads), before RoPE; norm_eps its epsilon.
     dtype: compute dtype of the projections, so of q, k, v and the output (None:
       promoted from input and parameters); the attention op keeps its softmax in
       float32. param_dtype: of the kernels and biases.
@@ -139,6 +150,9 @@ class MultiHeadAttention(nnx.Module):
     sow_attention: bool = False,
     kernel_init=None,
     out_kernel_init=None,
+    rope_base: float | None = None,
+    qk_norm: str | None = None,
+    norm_eps: float = 1e-6,
     dtype=None,
     param_dtype=jnp.float32,
     rngs: nnx.Rngs,
@@ -159,6 +173,8 @@ class MultiHeadAttention(nnx.Module):
       head_dim = d_model // num_heads
     check_positive("head_dim", head_dim)
     check_dropout("dropout", dropout)
+    if rope_base is not None and head_dim % 2:
+      raise ValueError(f"rotary embeddings need an even head_dim, got {head_dim}")
     self.d_model, self.num_heads, self.num_kv_heads, self.head_dim = (
       d_model,
       num_heads,
@@ -187,6 +203,10 @@ class MultiHeadAttention(nnx.Module):
     self.value = linear(d_model, K * H, kernel_init)
     self.out = linear(N * H, d_model, out_kernel_init)
     self.dropout = make_dropout(dropout, rngs)
+    self.rope_base = rope_base
+    norm = dict(epsilon=norm_eps, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.query_norm = None if qk_norm is None else make_norm(qk_norm, H, **norm)
+    self.key_norm = None if qk_norm is None else make_norm(qk_norm, H, **norm)
 
   def _check_input(self, name: str, x_BTD) -> None:
     check_rank(name, x_BTD, 3, "[B, T, D]")
@@ -194,13 +214,39 @@ class MultiHeadAttention(nnx.Module):
     if x_BTD.shape[-1] != self.d_model:
       raise ValueError(f"{name} has width {x_BTD.shape[-1]}, expected d_model={self.d_model}")
 
-  def project_kv(self, context_BSD):
-    """Keys and values of `context_BSD`: (k_BSKH, v_BSKH). Cross-attention computes them once."""
+  def _positions(self, T: int, positions, offset=0):
+    """The int positions RoPE rotates by: `positions` if given, else offset + arange(T)."""
+    if positions is None:
+      return offset + jnp.arange(T, dtype=jnp.int32)
+    return jnp.asarray(positions)
+
+  def _rotated(self, x_BTNH, positions):
+    """x_BTNH rotated by RoPE at positions ([T] or [B, T]); as it is without RoPE or
+    without positions (cross-attention)."""
+    if self.rope_base is None or positions is None:
+      return x_BTNH
+    return apply_rope(x_BTNH, positions, base=self.rope_base)
+
+  def _queries(self, x_BTD, positions):
+    """q_BTNH of x_BTD: projected, QK-normed, rotated."""
+    B, T, _ = x_BTD.shape
+    q_BTNH = self.query(x_BTD).reshape(B, T, self.num_heads, self.head_dim)
+    if self.query_norm is not None:
+      q_BTNH = self.query_norm(q_BTNH)
+    return self._rotated(q_BTNH, positions)
+
+  def project_kv(self, context_BSD, *, positions=None):
+    """Keys and values of `context_BSD`: (k_BSKH, v_BSKH). Cross-attention computes them once.
+
+    positions: int [S] or [B, S]; with RoPE the keys are rotated by them (None: not rotated).
+    """
     self._check_input("context_BSD", context_BSD)
     B, S, _ = context_BSD.shape
     k_BSKH = self.key(context_BSD).reshape(B, S, self.num_kv_heads, self.head_dim)
+    if self.key_norm is not None:
+      k_BSKH = self.key_norm(k_BSKH)
     v_BSKH = self.value(context_BSD).reshape(B, S, self.num_kv_heads, self.head_dim)
-    return k_BSKH, v_BSKH
+    return self._rotated(k_BSKH, positions), v_BSKH
 
   def attend(
     self,
@@ -211,21 +257,32 @@ class MultiHeadAttention(nnx.Module):
     mask=None,
     bias=None,
     is_causal: bool = False,
+    positions=None,
   ):
     """Queries from `x_BTD` against given keys and values. Returns out_BTD.
 
     is_causal: query t sees key s <= t + (S - T) only, ANDed with `mask`.
+    positions: int [T] or [B, T]; with RoPE the queries are rotated by them (None: not).
     """
     self._check_input("x_BTD", x_BTD)
     B, T, _ = x_BTD.shape
-    q_BTNH = self.query(x_BTD).reshape(B, T, self.num_heads, self.head_dim)
+    q_BTNH = self._queries(x_BTD, positions)
     out_BTNH = self.attention_fn(q_BTNH, k_BSKH, v_BSKH, mask=mask, bias=bias, is_causal=is_causal)
     if self.sow_attention:
       probs_BNTS = attention_weights(q_BTNH, k_BSKH, mask=mask, bias=bias, is_causal=is_causal)
       sow_attention_weights(self, probs_BNTS)
     return self.dropout(self.out(out_BTNH.reshape(B, T, self.num_heads * self.head_dim)))
 
-  def __call__(self, x_BTD, context_BSD=None, *, mask=None, bias=None, is_causal: bool = False):
+  def __call__(
+    self,
+    x_BTD,
+    context_BSD=None,
+    *,
+    mask=None,
+    bias=None,
+    is_causal: bool = False,
+    positions=None,
+  ):
     """Self-attention (context_BSD None) or cross-attention over context_BSD. Returns out_BTD.
 
     Args:
@@ -235,23 +292,41 @@ class MultiHeadAttention(nnx.Module):
       bias: additive logits bias, broadcastable to [B, N, T, S].
       is_causal: query t sees key s <= t + (S - T) only, ANDed with `mask`; causal
         self-attention without building a mask.
+      positions: int [T] or [B, T], where RoPE rotates queries and keys in
+        self-attention (default arange(T)); cross-attention is not rotated.
     """
-    k_BSKH, v_BSKH = self.project_kv(x_BTD if context_BSD is None else context_BSD)
-    return self.attend(x_BTD, k_BSKH, v_BSKH, mask=mask, bias=bias, is_causal=is_causal)
+    if context_BSD is not None:
+      k_BSKH, v_BSKH = self.project_kv(context_BSD)
+      return self.attend(x_BTD, k_BSKH, v_BSKH, mask=mask, bias=bias, is_causal=is_causal)
+    self._check_input("x_BTD", x_BTD)
+    positions = self._positions(x_BTD.shape[1], positions)
+    k_BTKH, v_BTKH = self.project_kv(x_BTD, positions=positions)
+    return self.attend(
+      x_BTD, k_BTKH, v_BTKH, mask=mask, bias=bias, is_causal=is_causal, positions=positions
+    )
 
-  def extend(self, x_BTD, cache: KVCache, *, mask=None, bias=None, valid_BT=None) -> tuple:
+  def extend(
+    self, x_BTD, cache: KVCache, *, mask=None, bias=None, valid_BT=None, positions=None
+  ) -> tuple:
     """Self-attention decoding: append the T new positions to `cache`, attend causally over it.
 
     Position t of x_BTD sees the cached positions and the new ones up to itself
     (the cache's own causal mask over its filled slots), except pad tokens:
     `valid_BT` (bool, default all True) marks the real ones, and slots appended as
     padding are never seen. `mask` and `bias`, broadcastable to [B, N, T, cache
-    length], are ANDed / added on. Returns (out_BTD, the new cache).
+    length], are ANDed / added on. With RoPE the new queries and keys are rotated by
+    `positions` (int [T] or [B, T]; default the cache's length + arange(T)).
+    Returns (out_BTD, the new cache).
     """
-    k_BTKH, v_BTKH = self.project_kv(x_BTD)
+    self._check_input("x_BTD", x_BTD)
+    positions = self._positions(x_BTD.shape[1], positions, offset=cache.length)
+    k_BTKH, v_BTKH = self.project_kv(x_BTD, positions=positions)
     cache = cache.append(k_BTKH, v_BTKH, valid_BT)
     mask = combine_masks(cache.causal_mask(x_BTD.shape[1]), cache.key_mask(), mask)
-    return self.attend(x_BTD, cache.k_BSKH, cache.v_BSKH, mask=mask, bias=bias), cache
+    out_BTD = self.attend(
+      x_BTD, cache.k_BSKH, cache.v_BSKH, mask=mask, bias=bias, positions=positions
+    )
+    return out_BTD, cache
 
   def init_cache(self, batch_size: int, max_len: int, *, dtype=None) -> KVCache:
     """An empty self-attention cache for `max_len` positions, in `dtype` (None: the

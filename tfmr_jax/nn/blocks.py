@@ -26,7 +26,8 @@ class _Sublayers:
     self.d_model, self.num_heads, self.d_ff, self.rngs = d_model, num_heads, d_ff, rngs
     self.options = options
 
-  def attention(self):
+  def attention(self, *, rotary: bool = True):
+    """Multi-head attention; `rotary=False` leaves RoPE out (cross-attention)."""
     o = self.options
     return MultiHeadAttention(
       self.d_model,
@@ -36,6 +37,9 @@ class _Sublayers:
       attention_fn=o["attention_fn"],
       kernel_init=o["kernel_init"],
       out_kernel_init=o["out_kernel_init"],
+      rope_base=o["rope_base"] if rotary else None,
+      qk_norm=o["norm_kind"] if o["qk_norm"] else None,
+      norm_eps=o["ln_eps"],
       **self.precision(),
       rngs=self.rngs,
     )
@@ -48,6 +52,7 @@ class _Sublayers:
     return Residual(
       self.d_model,
       norm=o["norm"],
+      norm_kind=o["norm_kind"],
       dropout=o["dropout"],
       epsilon=o["ln_eps"],
       **self.precision(),
@@ -81,9 +86,12 @@ class _Block(nnx.Module):
     num_kv_heads: int | None = None,
     dropout: float = 0.0,
     norm: str = "post",
+    norm_kind: str = "layernorm",
     activation: str = "relu",
     ln_eps: float = 1e-6,
     use_bias: bool = True,
+    rope_base: float | None = None,
+    qk_norm: bool = False,
     attention_fn: Callable = attention,
     kernel_init=None,
     out_kernel_init=None,
@@ -100,9 +108,12 @@ class _Block(nnx.Module):
         num_kv_heads=num_kv_heads,
         dropout=dropout,
         norm=norm,
+        norm_kind=norm_kind,
         activation=activation,
         ln_eps=ln_eps,
         use_bias=use_bias,
+        rope_base=rope_base,
+        qk_norm=qk_norm,
         attention_fn=attention_fn,
         kernel_init=kernel_init,
         out_kernel_init=out_kernel_init,
@@ -124,8 +135,10 @@ class EncoderBlock(_Block):
   """Self-attention then feed-forward: the encoder layer, and with is_causal=True the GPT layer.
 
   Args are those of the sublayers; `norm` is "post" (the paper) or "pre" (GPT-2),
-  `dropout` the residual dropout after each sublayer, `ln_eps` the LayerNorm epsilon,
-  `use_bias` biases in every projection. `kernel_init` / `out_kernel_init` go to both
+  `norm_kind` "layernorm" or "rmsnorm", `dropout` the residual dropout after each
+  sublayer, `ln_eps` the norms' epsilon, `use_bias` biases in every projection,
+  `rope_base` rotary embeddings in self-attention (None: none), `qk_norm` a norm of
+  `norm_kind` on every query and key head. `kernel_init` / `out_kernel_init` go to both
   sublayers (GPT-2 scales the output ones). `dtype` (compute) and `param_dtype` reach
   every projection and LayerNorm.
   """
@@ -136,19 +149,28 @@ class EncoderBlock(_Block):
     self.feed_forward = make.feed_forward()
     self.feed_forward_residual = make.residual()
 
-  def __call__(self, x_BTD, *, mask=None, is_causal: bool = False):
-    """x_BTD -> x_BTD. mask: bool, broadcastable to [B, N, T, T]; is_causal: t sees <= t only."""
+  def __call__(self, x_BTD, *, mask=None, is_causal: bool = False, positions=None):
+    """x_BTD -> x_BTD. mask: bool, broadcastable to [B, N, T, T]; is_causal: t sees <= t only;
+    positions: int [T] or [B, T] for RoPE (default arange(T))."""
     h_BTD = self.attention(
-      self.attention_residual.sublayer_input(x_BTD), mask=mask, is_causal=is_causal
+      self.attention_residual.sublayer_input(x_BTD),
+      mask=mask,
+      is_causal=is_causal,
+      positions=positions,
     )
     return self._feed_forward(self.attention_residual.add(x_BTD, h_BTD))
 
-  def extend(self, x_BTD, cache: KVCache, *, mask=None, valid_BT=None) -> tuple:
+  def extend(self, x_BTD, cache: KVCache, *, mask=None, valid_BT=None, positions=None) -> tuple:
     """Decode T new positions after the cached ones (causal over the cache): (x_BTD, cache).
 
-    valid_BT: bool, False for pad tokens, which no later query sees (default all real)."""
+    valid_BT: bool, False for pad tokens, which no later query sees (default all real).
+    positions: int [T] or [B, T] for RoPE (default the cache's length + arange(T))."""
     h_BTD, cache = self.attention.extend(
-      self.attention_residual.sublayer_input(x_BTD), cache, mask=mask, valid_BT=valid_BT
+      self.attention_residual.sublayer_input(x_BTD),
+      cache,
+      mask=mask,
+      valid_BT=valid_BT,
+      positions=positions,
     )
     return self._feed_forward(self.attention_residual.add(x_BTD, h_BTD)), cache
 
@@ -163,7 +185,7 @@ class DecoderBlock(_Block):
   def _build(self, make: _Sublayers) -> None:
     self.self_attention = make.attention()
     self.self_attention_residual = make.residual()
-    self.cross_attention = make.attention()
+    self.cross_attention = make.attention(rotary=False)
     self.cross_attention_residual = make.residual()
     self.feed_forward = make.feed_forward()
     self.feed_forward_residual = make.residual()

@@ -13,7 +13,9 @@ from flax import nnx
 from tfmr_jax.ops import sinusoidal_positions
 from tfmr_jax.ops.guards import check_positive
 
-POSITIONS = ("learned", "sinusoidal", "none")
+# "rope" rotates queries and keys inside attention (`MultiHeadAttention(rope_base=...)`);
+# at the embedding it adds nothing, like "none".
+POSITIONS = ("learned", "sinusoidal", "rope", "none")
 
 
 class TokenEmbedding(nnx.Module):
@@ -69,7 +71,8 @@ class PositionEmbedding(nnx.Module):
   """Position vectors [T] or [B, T] int positions -> [.., D].
 
   kind: "learned" (a trained table of max_len rows), "sinusoidal" (the paper's
-  fixed table, not a parameter) or "none" (zeros: the model sees no positions).
+  fixed table, not a parameter), "rope" or "none" (zeros: nothing is added here;
+  with "rope" the attention layers rotate queries and keys by position instead).
   dtype: of the returned vectors (None: float32, or the learned table's);
   param_dtype: of the learned table.
   """
@@ -101,7 +104,7 @@ class PositionEmbedding(nnx.Module):
     positions = jnp.asarray(positions)
     if self.kind == "learned":
       return self.table(positions)
-    if self.kind == "none":
+    if self.kind in ("none", "rope"):
       return jnp.zeros((*positions.shape, self.d_model), self.dtype)
     table_PD = sinusoidal_positions(self.max_len, self.d_model)
     return jnp.take(table_PD, positions, axis=0).astype(self.dtype)

@@ -1,4 +1,4 @@
-"""Residual connection with LayerNorm, in both placements.
+"""Residual connection with a norm (LayerNorm or RMSNorm), in both placements.
 
     post-LN (the paper):  LayerNorm(x + Dropout(sublayer(x)))
     pre-LN  (GPT-2):      x + Dropout(sublayer(LayerNorm(x)))
@@ -6,14 +6,14 @@
 Post-LN normalises the residual stream after every sublayer; it needs learning-rate
 warm-up to train deep stacks. Pre-LN leaves the residual stream untouched, so
 gradients reach early layers directly, and then needs a final LayerNorm after the
-last block.
+last block. "LN" below is whichever norm `norm_kind` names.
 """
 
 import jax.numpy as jnp
 from flax import nnx
 
 from tfmr_jax.nn.dropout import make_dropout
-from tfmr_jax.nn.norms import check_norm, layer_norm
+from tfmr_jax.nn.norms import check_norm, make_norm
 from tfmr_jax.ops.guards import check_positive
 
 
@@ -25,7 +25,9 @@ class Residual(nnx.Module):
   Two methods rather than a `__call__` taking the sublayer: a call's arguments are
   arrays only (so `nnx.tabulate` can show them), and a sublayer that returns more
   than an array (a decoding step returns its cache too) fits in between.
-  dtype / param_dtype: the LayerNorm's output and parameter dtypes (its statistics
+  norm_kind: "layernorm" or "rmsnorm"; the attribute keeps the name `layer_norm`
+  either way (one parameter path for every kind).
+  dtype / param_dtype: the norm's output and parameter dtypes (its statistics
   are float32 whatever they are).
   """
 
@@ -34,6 +36,7 @@ class Residual(nnx.Module):
     d_model: int,
     *,
     norm: str = "post",
+    norm_kind: str = "layernorm",
     dropout: float = 0.0,
     epsilon: float = 1e-6,
     dtype=None,
@@ -43,8 +46,8 @@ class Residual(nnx.Module):
     check_positive("d_model", d_model)
     check_norm(norm)
     self.norm = norm
-    self.layer_norm = layer_norm(
-      d_model, epsilon=epsilon, dtype=dtype, param_dtype=param_dtype, rngs=rngs
+    self.layer_norm = make_norm(
+      norm_kind, d_model, epsilon=epsilon, dtype=dtype, param_dtype=param_dtype, rngs=rngs
     )
     self.dropout = make_dropout(dropout, rngs)
 
