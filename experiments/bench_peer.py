@@ -210,19 +210,20 @@ def pin_threads(threads: int) -> None:
   os.sched_setaffinity(0, cpus[:threads])
 
 
-def timed_calls(call, *, warmup: int, steps: int) -> tuple[float, list[float]]:
-  """(seconds of the first call, seconds of each timed call); `call` blocks until done."""
+def timed_calls(call, *, warmup: int, steps: int) -> dict:
+  """{"first_s": seconds of the first call, "times_s": wall seconds of each timed call,
+  "cpu_s": CPU seconds this process (all its threads) spent on each}; `call` blocks."""
   start = time.perf_counter()
   call()
-  first_s = time.perf_counter() - start
+  out = {"first_s": time.perf_counter() - start, "times_s": [], "cpu_s": []}
   for _ in range(warmup - 1):
     call()
-  times_s = []
   for _ in range(steps):
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     call()
-    times_s.append(time.perf_counter() - start)
-  return first_s, times_s
+    out["times_s"].append(time.perf_counter() - start)
+    out["cpu_s"].append(time.process_time() - cpu_start)
+  return out
 
 
 def attention_inputs(spec: dict) -> list[np.ndarray]:
@@ -268,7 +269,7 @@ def jax_worker(spec: dict) -> dict:
       jax.block_until_ready(compiled(*args))
 
   out["build_s"] = time.perf_counter() - start
-  out["first_s"], out["times_s"] = timed_calls(call, warmup=spec["warmup"], steps=spec["steps"])
+  out |= timed_calls(call, warmup=spec["warmup"], steps=spec["steps"])
   if spec["kind"] == "step":
     out["first_loss"], out["last_loss"] = losses[0], losses[-1]
   return out
@@ -286,7 +287,7 @@ def torch_worker(spec: dict) -> dict:
     rates = []
     for n in (2048, 3072, 4096):
       a = torch.randn(n, n)
-      _, times_s = timed_calls(lambda a=a: a @ a, warmup=1, steps=spec["reps"])
+      times_s = timed_calls(lambda a=a: a @ a, warmup=1, steps=spec["reps"])["times_s"]
       rates.append(2.0 * n**3 / statistics.median(times_s))
     out["flops_per_s"] = max(rates)
     return out
@@ -327,7 +328,7 @@ def torch_worker(spec: dict) -> dict:
     inputs_BNTH = [torch.from_numpy(x).transpose(1, 2).contiguous() for x in attention_inputs(spec)]
     call = peer_torch.attention_call(spec["mode"], *inputs_BNTH, causal=spec["causal"])
   out["build_s"] = time.perf_counter() - start
-  out["first_s"], out["times_s"] = timed_calls(call, warmup=spec["warmup"], steps=spec["steps"])
+  out |= timed_calls(call, warmup=spec["warmup"], steps=spec["steps"])
   if spec["kind"] == "step":
     out["first_loss"], out["last_loss"] = losses[0], losses[-1]
   return out
@@ -354,6 +355,8 @@ def summarize(spec: dict, rounds: list[dict]) -> dict:
       "min_ms": 1e3 * min(min(run["times_s"]) for run in runs),
       "build_s": statistics.median(run["build_s"] for run in runs),
     }
+    if all("cpu_s" in run for run in runs):  # CPU time: less sensitive to a busy machine
+      row[fw]["cpu_ms"] = 1e3 * statistics.median(statistics.median(r["cpu_s"]) for r in runs)
     for key in ("n_params", "first_loss", "last_loss"):
       if key in runs[0]:
         row[fw][key] = runs[-1][key] if key == "last_loss" else runs[0][key]
@@ -461,9 +464,9 @@ def markdown(results: dict) -> str:
     "",
     f"Machine: {machine_line(results)}.",
     "",
-    "| case | PyTorch | tfmr_jax | tfmr_jax faster by | MFU PyTorch | MFU tfmr_jax | rounds x steps"
-    " |",
-    "|---|---|---|---|---|---|---|",
+    "| case | PyTorch | tfmr_jax | tfmr_jax faster by | MFU PyTorch | MFU tfmr_jax | CPU ms PyTorch"
+    " / tfmr_jax | rounds x steps |",
+    "|---|---|---|---|---|---|---|---|",
   ]
   for name, row in results["cases"].items():
     cells = []
@@ -476,16 +479,21 @@ def markdown(results: dict) -> str:
       f"{row[fw]['mfu']:.1%}" if fw in row and row[fw].get("mfu") is not None else "-"
       for fw in FRAMEWORKS
     ]
+    cpu = " / ".join(
+      f"{row[fw]['cpu_ms']:.0f}" if "cpu_ms" in row.get(fw, {}) else "-" for fw in ("torch", "jax")
+    )
     spec = row["spec"]
     lines.append(
-      f"| {name} | {cells[1]} | {cells[0]} | {speedup} | {mfus[1]} | {mfus[0]} | "
+      f"| {name} | {cells[1]} | {cells[0]} | {speedup} | {mfus[1]} | {mfus[0]} | {cpu} | "
       f"{spec['rounds']} x {spec['steps']} |"
     )
   lines += [
     "",
     "Times: medians over rounds of each round's median; faster by: the median over rounds",
     "of PyTorch / tfmr_jax (range in brackets). MFU: model FLOPs / time / the jnp.dot rate",
-    "(for attention: 4 B N T^2 H / 2 FLOPs forward, 3.5x that forward+backward).",
+    "(for attention: 4 B N T^2 H / 2 FLOPs forward, 3.5x that forward+backward). CPU ms:",
+    "the CPU time of the process (all threads) per call, medians likewise: on a shared",
+    "machine it moves less than wall time, but it also counts threads that spin waiting.",
   ]
   params = [
     f"{name}: {row['jax']['n_params']:,} (tfmr_jax), {row['torch']['n_params']:,} (PyTorch)"

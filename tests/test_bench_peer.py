@@ -44,6 +44,7 @@ def test_our_side_alone_writes_json_markdown_and_plot(tmp_path):
   assert tiny["jax"]["mfu"] is None  # --ceiling-reps 0: no matmul rate, no MFU
   assert results["targets"] == []  # tiny has none; a faster-by figure needs both sides
   assert results["machine"]["threads"] >= 1 and "cpu_flags" in results["machine"]
+  assert tiny["jax"]["cpu_ms"] > 0
   assert "| tiny | - |" in (out / "peer.md").read_text()
   assert (out / "peer.png").stat().st_size > 0
 
