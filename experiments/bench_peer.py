@@ -42,6 +42,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 
@@ -535,7 +536,7 @@ def plot(results: dict, path: Path) -> None:
     right.set_xticks(range(len(compared)), compared, rotation=20)
   right.axhline(1.0, color="k", lw=0.8)
   right.set(ylabel="PyTorch time / tfmr_jax time", title="tfmr_jax faster by (red: target)")
-  fig.suptitle(machine_line(results)[:150], fontsize=8)
+  fig.suptitle("\n".join(textwrap.wrap(machine_line(results), 170)), fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
 
