@@ -610,6 +610,21 @@ def measure_matmul(args, results: dict, key: str) -> None:
     results["machine"].setdefault(f"{fw}_matmul", {})[key] = rate
 
 
+def write_reports(results: dict, out: Path, wall_start: float) -> None:
+  """Rates, targets and the three files from what `results` holds so far."""
+  m = results["machine"]
+  m["matmul_flops_per_s"] = max(m["jax_matmul"].values()) if "jax_matmul" in m else None
+  m["torch_matmul_flops_per_s"] = max(m["torch_matmul"].values()) if "torch_matmul" in m else None
+  m["load_after"] = os.getloadavg()[0]
+  add_rates(results)
+  results["targets"] = target_checks(results)
+  results["environment"]["wall_s"] = time.perf_counter() - wall_start
+  out.mkdir(parents=True, exist_ok=True)
+  (out / "peer.json").write_text(json.dumps(results, indent=1))
+  (out / "peer.md").write_text(markdown(results))
+  plot(results, out / "peer.png")
+
+
 def main(argv=None) -> dict:
   args = parse_args(argv)
   if args.worker is not None:
@@ -622,6 +637,7 @@ def main(argv=None) -> dict:
     "machine": machine_info(args) | {"load_before": os.getloadavg()[0]},
     "cases": {},
   }
+  out = Path(args.out)
   print(f"frameworks={args.frameworks} cases={args.cases} threads={args.threads}", flush=True)
   measure_matmul(args, results, "before")
   with tempfile.TemporaryDirectory() as data_dir:
@@ -639,19 +655,9 @@ def main(argv=None) -> dict:
         results["environment"][fw] = rounds[0][fw].get(fw)
         if fw == "torch":
           results["machine"]["torch_cpu_capability"] = rounds[0][fw]["cpu_capability"]
+      write_reports(results, out, wall_start)  # a long run keeps what it has measured
   measure_matmul(args, results, "after")
-  m = results["machine"]
-  m["matmul_flops_per_s"] = max(m["jax_matmul"].values()) if "jax_matmul" in m else None
-  m["torch_matmul_flops_per_s"] = max(m["torch_matmul"].values()) if "torch_matmul" in m else None
-  m["load_after"] = os.getloadavg()[0]
-  add_rates(results)
-  results["targets"] = target_checks(results)
-  results["environment"]["wall_s"] = time.perf_counter() - wall_start
-  out = Path(args.out)
-  out.mkdir(parents=True, exist_ok=True)
-  (out / "peer.json").write_text(json.dumps(results, indent=1))
-  (out / "peer.md").write_text(markdown(results))
-  plot(results, out / "peer.png")
+  write_reports(results, out, wall_start)
   print(markdown(results))
   print(f"wrote {out}/peer.json, .md, .png")
   return results
