@@ -611,8 +611,8 @@ def measure_matmul(args, results: dict, key: str) -> None:
     results["machine"].setdefault(f"{fw}_matmul", {})[key] = rate
 
 
-def write_reports(results: dict, out: Path, wall_start: float) -> None:
-  """Rates, targets and the three files from what `results` holds so far."""
+def write_reports(results: dict, out: Path, wall_start: float, *, with_plot: bool) -> None:
+  """Rates, targets and the files (the plot only if asked) from what `results` holds."""
   m = results["machine"]
   m["matmul_flops_per_s"] = max(m["jax_matmul"].values()) if "jax_matmul" in m else None
   m["torch_matmul_flops_per_s"] = max(m["torch_matmul"].values()) if "torch_matmul" in m else None
@@ -623,7 +623,8 @@ def write_reports(results: dict, out: Path, wall_start: float) -> None:
   out.mkdir(parents=True, exist_ok=True)
   (out / "peer.json").write_text(json.dumps(results, indent=1))
   (out / "peer.md").write_text(markdown(results))
-  plot(results, out / "peer.png")
+  if with_plot:
+    plot(results, out / "peer.png")
 
 
 def main(argv=None) -> dict:
@@ -656,9 +657,9 @@ def main(argv=None) -> dict:
         results["environment"][fw] = rounds[0][fw].get(fw)
         if fw == "torch":
           results["machine"]["torch_cpu_capability"] = rounds[0][fw]["cpu_capability"]
-      write_reports(results, out, wall_start)  # a long run keeps what it has measured
+      write_reports(results, out, wall_start, with_plot=False)  # a long run keeps what it has
   measure_matmul(args, results, "after")
-  write_reports(results, out, wall_start)
+  write_reports(results, out, wall_start, with_plot=True)
   print(markdown(results))
   print(f"wrote {out}/peer.json, .md, .png")
   return results
