@@ -39,6 +39,7 @@ from tfmr_jax.nn.dropout import check_dropout, make_dropout
 from tfmr_jax.nn.kv_cache import KVCache
 from tfmr_jax.nn.norms import make_norm
 from tfmr_jax.ops import apply_rope, attention, attention_weights, combine_masks
+from tfmr_jax.ops.flat_dot import flat_dot_general
 from tfmr_jax.ops.guards import check_floating, check_positive, check_rank
 
 _default_init = nnx.initializers.lecun_normal()
@@ -196,6 +197,7 @@ class MultiHeadAttention(nnx.Module):
         dtype=dtype,
         param_dtype=param_dtype,
         rngs=rngs,
+        dot_general=flat_dot_general,
       )
 
     self.query = linear(d_model, N * H, kernel_init)

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from tfmr_jax.nn.dropout import make_dropout
+from tfmr_jax.ops.flat_dot import flat_dot_general
 from tfmr_jax.ops.guards import check_positive, check_rank
 
 
@@ -77,7 +78,13 @@ class FeedForward(nnx.Module):
     self.activation = activation
     init = {} if kernel_init is None else {"kernel_init": kernel_init}
     out_init = init if out_kernel_init is None else {"kernel_init": out_kernel_init}
-    precision = dict(dtype=dtype, param_dtype=param_dtype, use_bias=use_bias, rngs=rngs)
+    precision = dict(
+      dtype=dtype,
+      param_dtype=param_dtype,
+      use_bias=use_bias,
+      rngs=rngs,
+      dot_general=flat_dot_general,
+    )
     self.gate = nnx.Linear(d_model, d_ff, **precision, **init) if activation in GATED else None
     self.hidden = nnx.Linear(d_model, d_ff, **precision, **init)
     self.out = nnx.Linear(d_ff, d_model, **precision, **out_init)
