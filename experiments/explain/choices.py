@@ -117,6 +117,8 @@ def plot_shifts(shifts: dict, figure_dir: str) -> str:
   fig, ax = plt.subplots(figsize=(6, 3.6))
   labels = {"rope": "rope", "base": "sinusoidal", "learned": "learned"}
   for color, kind in zip(SEED_COLORS, labels, strict=False):
+    if kind not in shifts:
+      continue
     s = shifts[kind]
     ax.loglog(s["k"], s["relative_change"], "o-", color=color, label=labels[kind])
   ax.set_xlabel("shift k of every position")
@@ -160,6 +162,9 @@ def explain(figure_dir: str, *, workdir: str, quick: bool = False) -> Finding:
   def acc(name):
     return runs[name]["final"]["token_accuracy"]
 
+  def loss(name):
+    return runs[name]["final"]["loss"]
+
   def reached(name):
     step = first_step_at(runs[name]["accuracy"], 0.99)
     return f"99% at step {step}" if step is not None else f"under 99% for all {num_steps} steps"
@@ -197,18 +202,21 @@ def explain(figure_dir: str, *, workdir: str, quick: bool = False) -> Finding:
     f"of the model changed; the base run (sinusoidal, layernorm, relu) is shared by the "
     f"three comparisons, and the gated feed-forwards get d_ff {GATED_D_FF} against "
     f"{PLAIN_D_FF} so that their three matrices hold about the parameters of two. "
-    f"Test token accuracy: **Positions.** Sinusoidal reaches {reached('base')} and ends "
-    f"at {acc('base'):.4f}; learned positions start from a random table and trail "
+    f"The accuracies are test token accuracies. **Positions.** Sinusoidal reaches "
+    f"{reached('base')} and ends at {acc('base'):.4f}; learned positions start from a "
+    f"random table and trail "
     f"({reached('learned')}, {acc('learned'):.4f}). Without positions the encoder is "
     f"permutation-equivariant and stays at {acc('none'):.3f}, at the ceiling of any such "
-    f"model ({ceiling:.3f}, section 5). RoPE ends at {acc('rope'):.3f}, barely above that "
-    f"ceiling: its logits see only t - s (measured below), and reversing needs the absolute "
+    f"model ({ceiling:.3f}, section 5). RoPE ends at {acc('rope'):.3f}, "
+    f"{acc('rope') - ceiling:.3f} above that ceiling: its logits see only t - s (measured "
+    f"below), and reversing needs the absolute "
     f"position (query t must find key 15 - t, a different offset for every t); what it "
     f"gains over the ceiling can come only from the sequence's ends, the one absolute cue "
     f"left (a query near an end has keys on one side only). So RoPE is the "
     f"wrong choice for this task, not a worse encoding: it drops exactly the information "
     f"the task needs. **Norms.** RMSNorm against LayerNorm: {reached('rmsnorm')} against "
-    f"{reached('base')}, final {acc('rmsnorm'):.4f} against {acc('base'):.4f}. "
+    f"{reached('base')}, final accuracy {acc('rmsnorm'):.4f} against {acc('base'):.4f}, "
+    f"test loss {loss('rmsnorm'):.4f} against {loss('base'):.4f}. "
     f"**Feed-forwards.** Final accuracy relu {gated['base']:.4f} ({reached('base')}), gelu "
     f"{gated['gelu']:.4f} ({reached('gelu')}), swiglu {gated['swiglu']:.4f} "
     f"({reached('swiglu')}), geglu {gated['geglu']:.4f} ({reached('geglu')}). One seed "
