@@ -17,14 +17,17 @@ if ROOT not in sys.path:
 
 from experiments.explain import (  # noqa: E402
   causal,
+  choices,
   driver,
   heads,
   norms,
   positions,
+  relative,
   scaling,
   worked_example,
 )
-from tfmr_jax.models import GPT2, TransformerConfig  # noqa: E402
+from tfmr_jax.models import GPT2, TransformerConfig, TransformerEncoder  # noqa: E402
+from tfmr_jax.nn import capture_attention  # noqa: E402
 
 
 def test_scaling_variance_grows_as_d_k_and_unscaled_softmax_saturates():
@@ -142,6 +145,47 @@ def test_driver_writes_the_report(tmp_path):
   assert numbers["worked_example"]["weight_diagonal"] == 0.4711
   with pytest.raises(ValueError, match="unknown claims"):
     driver.run(out_dir=str(tmp_path), only=["scalling"])
+
+
+def test_first_layer_logits_are_the_models_own():
+  tokens_BT = np.random.default_rng(0).integers(0, 11, (3, 10))
+  config = TransformerConfig(
+    vocab_size=11, max_len=13, num_layers=1, d_model=12, num_heads=2, positions="rope", norm="pre"
+  )
+  model = TransformerEncoder(config, rngs=nnx.Rngs(1))
+  _, maps = capture_attention(model, tokens_BT)
+  logits_BNTT = np.asarray(relative.first_layer_logits(model, tokens_BT, np.arange(10)))
+  probs_BNTT = np.exp(logits_BNTT - logits_BNTT.max(-1, keepdims=True))
+  probs_BNTT /= probs_BNTT.sum(-1, keepdims=True)
+  np.testing.assert_allclose(probs_BNTT, maps["layers.0.attention"], atol=1e-5)
+
+
+def test_choices_trains_each_variant_and_rope_logits_ignore_a_shift(tmp_path):
+  runs = choices.train_variants(
+    str(tmp_path), num_steps=4, comparisons={"positions": ("rope", "learned")}, test_size=64
+  )
+  assert sorted(runs) == ["learned", "rope"]
+  for run in runs.values():
+    steps, accuracy = run["accuracy"]
+    assert steps[-1] == 4 and len(steps) == len(accuracy) >= 2
+    assert len(run["loss"][0]) >= 2 and all(np.isfinite(run["loss"][1]))
+  assert runs["learned"]["params"] == runs["rope"]["params"] + 16 * 32  # its position table
+  shifts = choices.measure_shifts(runs, rows=8)
+  assert max(shifts["rope"]["relative_change"]) < 1e-4
+  assert min(shifts["learned"]["relative_change"]) > 1e-3
+  figure = choices.plot_shifts(shifts, str(tmp_path / "figures"))
+  assert (tmp_path / "figures" / figure).stat().st_size > 1000
+
+
+def test_driver_only_keeps_the_other_claims(tmp_path):
+  driver.run(out_dir=str(tmp_path), quick=True, only=["worked_example"])
+  driver.run(out_dir=str(tmp_path), quick=True, only=["norms"])
+  report = (tmp_path / "EXPLAINED.md").read_text()
+  assert report.index("## 2. The worked example") < report.index("## 6. LayerNorm")
+  numbers = json.loads((tmp_path / "explain" / "numbers.json").read_text())
+  assert list(numbers) == ["worked_example", "norms"]
+  driver.run(out_dir=str(tmp_path), quick=False, only=["worked_example"])  # not mixed
+  assert "## 6. LayerNorm" not in (tmp_path / "EXPLAINED.md").read_text()
 
 
 @pytest.mark.slow

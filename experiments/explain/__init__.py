@@ -2,6 +2,7 @@
 
     python -m experiments.explain            # every claim; writes experiments/results/EXPLAINED.md
     python -m experiments.explain --quick    # small sizes, a few seconds per claim (the smoke test)
+    python -m experiments.explain --only choices   # one claim; the report keeps the others
 
 One module per claim: functions that measure and return numbers (`measure_*`, and for
 the trained claims the runs behind them), and `explain(figure_dir, *, quick)` (plus

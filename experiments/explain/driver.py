@@ -4,7 +4,8 @@
                                   [--workdir runs/explain]
 
 Training runs go under --workdir (fresh each time); figures and the GIF under
-<out>/explain/, the report at <out>/EXPLAINED.md.
+<out>/explain/, the report at <out>/EXPLAINED.md. With --only, the report keeps the
+other claims as the last run with the same --quick measured them (findings.json).
 """
 
 import argparse
@@ -15,7 +16,7 @@ import sys
 import time
 
 from experiments.explain.finding import Finding
-from experiments.explain.report import write_report
+from experiments.explain.report import read_findings, write_report
 
 CLAIMS = (
   "scaling",
@@ -26,6 +27,7 @@ CLAIMS = (
   "norms",
   "warmup",
   "animation",
+  "choices",
 )
 FIGURE_SUBDIR = "explain"
 
@@ -37,13 +39,17 @@ def run(
   quick: bool = False,
   only=None,
 ) -> list[Finding]:
-  """Measure the claims named in `only` (default: all, in order); write the report; return them."""
+  """Measure the claims named in `only` (default: all, in order); write the report; return them.
+
+  The report holds the claims measured now and, in their place in CLAIMS, the others of
+  the last report in `out_dir` made with the same `quick`.
+  """
   names = CLAIMS if only is None else tuple(only)
   unknown = sorted(set(names) - set(CLAIMS))
   if unknown:
     raise ValueError(f"unknown claims {unknown}; choose from {', '.join(CLAIMS)}")
   figure_dir = os.path.join(out_dir, FIGURE_SUBDIR)
-  findings, start = [], time.perf_counter()
+  findings = []
   for name in names:
     module = importlib.import_module(f"experiments.explain.{name}")
     print(f"[explain] {name} ...", file=sys.stderr, flush=True)
@@ -58,13 +64,14 @@ def run(
       f"[explain] {name}: {finding.verdict} ({finding.seconds:.0f} s)", file=sys.stderr, flush=True
     )
     findings.append(finding)
-  write_report(
-    findings,
-    out_dir=out_dir,
-    figure_subdir=FIGURE_SUBDIR,
-    quick=quick,
-    total_seconds=time.perf_counter() - start,
-  )
+  measured = {f.source: f for f in findings}
+  kept = read_findings(out_dir=out_dir, figure_subdir=FIGURE_SUBDIR, quick=quick)
+  order = [f"experiments/explain/{name}.py" for name in CLAIMS]
+  for f in kept:
+    if f.source in order:
+      measured.setdefault(f.source, f)
+  report = sorted(measured.values(), key=lambda f: order.index(f.source))
+  write_report(report, out_dir=out_dir, figure_subdir=FIGURE_SUBDIR, quick=quick)
   return findings
 
 
