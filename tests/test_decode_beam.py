@@ -161,11 +161,31 @@ def test_a_beam_as_wide_as_the_search_space_finds_every_hypothesis(alpha, eos_bi
     assert np.all(np.diff(beams.scores_BW[row][found]) <= 0)
 
 
-@pytest.mark.parametrize("alpha", [0.0, 5.0])
+def reference_beam_search(tables, row: int, *, W: int, M: int, alpha: float):
+  """The documented search in plain Python over `next_token_log_probs`, all M steps, no
+  early stop: each step keeps the 2 W most likely extensions of the live beams; those that
+  end (eos, or the M-th token) compete for the W finished slots by log P / lp(length),
+  the W most likely others stay live. Returns [(hypothesis, score)], best first."""
+  live, finished = [((), 0.0)], []
+  for i in range(M):
+    candidates = []
+    for y, log_p in live:
+      prefix = int(np.ravel_multi_index(y, (V,) * i)) if i else 0
+      candidates += [(y + (v,), log_p + tables[i][row, prefix, v]) for v in range(V)]
+    candidates = sorted(candidates, key=lambda c: -c[1])[: 2 * W]
+    ends = [c for c in candidates if c[0][-1] == EOS or i == M - 1]
+    finished += [(y, log_p / gnmt_penalty(i + 1, alpha)) for y, log_p in ends]
+    finished = sorted(finished, key=lambda f: -f[1])[:W]
+    live = [c for c in candidates if c not in ends][:W]
+  return finished
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.6, 5.0])
 def test_moderate_beam_scores_are_its_hypotheses_own_scores(tiny_eos, alpha):
   """W = 3: every returned hypothesis is padded with eos after its first eos, its length
   counts the tokens up to that eos, and its score is its own recomputed log-probability
-  over lp(its own length); none beats the exhaustive optimum."""
+  over lp(its own length); none beats the exhaustive optimum; they are those of the
+  search written out in Python."""
   M, W = 4, 3
   beams = decode_beam.beam_search_seq2seq(
     tiny_eos,
@@ -201,6 +221,11 @@ def test_moderate_beam_scores_are_its_hypotheses_own_scores(tiny_eos, alpha):
     lengths = np.array([len(y) for y in hypotheses])
     best = np.max(reference_log_probs(tables, row, hypotheses) / gnmt_penalty(lengths, alpha))
     assert beams.scores_BW[row, 0] <= best + 1e-5
+    # The same hypotheses as the search run to the end in Python: the early stop and the
+    # cache's reordering change nothing.
+    want = reference_beam_search(tables, row, W=W, M=M, alpha=alpha)
+    assert returned == [y for y, _ in want]
+    np.testing.assert_allclose(beams.scores_BW[row], [f for _, f in want], rtol=1e-5, atol=1e-5)
 
 
 def test_a_larger_length_penalty_prefers_longer_hypotheses():
