@@ -64,34 +64,37 @@ def _eval_forward(graphdef, state, src_BS, tgt_BT, src_valid_BS):
   return model(src_BS, tgt_BT, src_valid_BS)
 
 
-def next_token_log_probs(model, M: int) -> list[np.ndarray]:
-  """float64 [2, V^(L-1), V] for L = 1..M: log_softmax of the full forward pass's last
-  logits on decoder input [bos, p] for every prefix p of L - 1 tokens (in
-  itertools.product order), so every hypothesis is scored on its exact prefixes."""
+MAX_M = 4  # the longest output any test here scores
+
+
+def next_token_log_probs(model) -> np.ndarray:
+  """float64 [2, V^(MAX_M - 1), MAX_M, V]: log_softmax of the teacher-forced full forward
+  pass (no cache) on decoder input [bos, p] for every p of MAX_M - 1 tokens, in
+  itertools.product order; entry [b, n, t] is the next-token distribution of source b after
+  bos and the first t tokens of p (the decoder is causal)."""
   graphdef, state = nnx.split(model)
-  tables = []
-  for length in range(1, M + 1):
-    prefixes_NP = np.array(list(itertools.product(range(V), repeat=length - 1)), np.int32)
-    N = len(prefixes_NP)
-    tgt_in_NL = np.concatenate([np.full((N, 1), BOS, np.int32), prefixes_NP.reshape(N, -1)], 1)
-    src_XS = np.repeat(np.asarray(SRC), N, axis=0)  # row-major: source b, prefix n
-    valid_XS = np.repeat(np.asarray(SRC_VALID), N, axis=0)
-    tgt_in_XL = np.tile(tgt_in_NL, (2, 1))
-    logits_XV = np.asarray(_eval_forward(graphdef, state, src_XS, tgt_in_XL, valid_XS), np.float64)
-    logits_XV = logits_XV[:, -1]
-    logp_XV = logits_XV - np.log(np.exp(logits_XV).sum(-1, keepdims=True))
-    tables.append(logp_XV.reshape(2, N, V))
-  return tables
+  prefixes_NP = np.array(list(itertools.product(range(V), repeat=MAX_M - 1)), np.int32)
+  N = len(prefixes_NP)
+  tgt_in_NM = np.concatenate([np.full((N, 1), BOS, np.int32), prefixes_NP], axis=1)
+  src_XS = np.repeat(np.asarray(SRC), N, axis=0)  # row-major: source b, prefix n
+  valid_XS = np.repeat(np.asarray(SRC_VALID), N, axis=0)
+  tgt_in_XM = np.tile(tgt_in_NM, (2, 1))
+  logits_XMV = np.asarray(_eval_forward(graphdef, state, src_XS, tgt_in_XM, valid_XS), np.float64)
+  logp_XMV = logits_XMV - np.log(np.exp(logits_XMV).sum(-1, keepdims=True))
+  return logp_XMV.reshape(2, N, MAX_M, V)
+
+
+def next_log_probs(tables, row: int, prefix: tuple[int, ...]) -> np.ndarray:
+  """float64 [V]: log P(next token | source row, bos, prefix)."""
+  padded = prefix + (0,) * (MAX_M - 1 - len(prefix))  # any row that starts with the prefix
+  return tables[row, np.ravel_multi_index(padded, (V,) * (MAX_M - 1)), len(prefix)]
 
 
 def reference_log_probs(tables, row: int, hypotheses) -> np.ndarray:
   """float64 log P(y | source row) of each hypothesis, summed from `next_token_log_probs`."""
-  out = np.zeros(len(hypotheses))
-  for n, y in enumerate(hypotheses):
-    for t, token in enumerate(y):
-      prefix = int(np.ravel_multi_index(y[:t], (V,) * t)) if t else 0
-      out[n] += tables[t][row, prefix, token]
-  return out
+  return np.array(
+    [sum(next_log_probs(tables, row, y[:t])[y[t]] for t in range(len(y))) for y in hypotheses]
+  )
 
 
 def gnmt_penalty(length, alpha: float):
@@ -137,7 +140,7 @@ def test_a_beam_as_wide_as_the_search_space_finds_every_hypothesis(alpha, eos_bi
   )
   hypotheses = all_hypotheses(M, EOS)
   lengths = np.array([len(y) for y in hypotheses])
-  tables = next_token_log_probs(model, M)
+  tables = next_token_log_probs(model)
   for row in range(2):
     want_scores = reference_log_probs(tables, row, hypotheses) / gnmt_penalty(lengths, alpha)
     found = beams.scores_BW[row] > -np.inf
@@ -170,8 +173,8 @@ def reference_beam_search(tables, row: int, *, W: int, M: int, alpha: float):
   for i in range(M):
     candidates = []
     for y, log_p in live:
-      prefix = int(np.ravel_multi_index(y, (V,) * i)) if i else 0
-      candidates += [(y + (v,), log_p + tables[i][row, prefix, v]) for v in range(V)]
+      log_p_V = next_log_probs(tables, row, y)
+      candidates += [(y + (v,), log_p + log_p_V[v]) for v in range(V)]
     candidates = sorted(candidates, key=lambda c: -c[1])[: 2 * W]
     ends = [c for c in candidates if c[0][-1] == EOS or i == M - 1]
     finished += [(y, log_p / gnmt_penalty(i + 1, alpha)) for y, log_p in ends]
@@ -206,7 +209,7 @@ def test_moderate_beam_scores_are_its_hypotheses_own_scores(tiny_eos, alpha):
   )
   assert (lengths_BW < M).any(), "no hypothesis ends early: the eos path is not tested"
   hypotheses = all_hypotheses(M, EOS)
-  tables = next_token_log_probs(tiny_eos, M)
+  tables = next_token_log_probs(tiny_eos)
   for row in range(2):
     for w in range(W):
       n = lengths_BW[row, w]
@@ -237,7 +240,7 @@ def test_a_larger_length_penalty_prefers_longer_hypotheses():
   model = tiny_model(eos_bias=3.0)
   hypotheses = all_hypotheses(M, EOS)
   lengths = np.array([len(y) for y in hypotheses])
-  tables = next_token_log_probs(model, M)
+  tables = next_token_log_probs(model)
   best_lengths = []
   for alpha in alphas:
     beams = decode_beam.beam_search_seq2seq(
@@ -263,7 +266,7 @@ def test_a_larger_length_penalty_prefers_longer_hypotheses():
 
 def test_compiles_once_per_shape(tiny, tiny_eos):
   """bos_id, length_penalty, the source ids and padding and the weights are traced."""
-  kwargs = dict(beam_size=2, max_new_tokens=3, eos_id=EOS)
+  kwargs = dict(beam_size=3, max_new_tokens=4, eos_id=EOS)
   decode_beam.beam_search_seq2seq(tiny, SRC, bos_id=BOS, **kwargs)
   before = decode_beam._beam_search._cache_size()
   decode_beam.beam_search_seq2seq(
