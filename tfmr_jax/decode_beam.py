@@ -1,7 +1,7 @@
 """Beam search for the encoder-decoder, with the GNMT length penalty.
 
 Dimension key: B batch, S source length, M new tokens, V target vocabulary, W beams,
-X = B * W decoder rows (row b * W + w is beam w of source b), C = 2 W candidates.
+X = B * W decoder rows (row b * W + w is beam w of source b), C = min(2 W, W V) candidates.
 
 The paper decodes with beam size 4 and length penalty alpha = 0.6 (section 6.1), the
 penalty of Wu et al. 2016: a hypothesis Y of |Y| tokens scores
@@ -18,7 +18,7 @@ moves those that end (eos, or the M-th token) into the W finished slots of the r
 score, and continues the best W that do not. The cache then follows the chosen beams:
 every cache leaf with a leading X axis is gathered by the parent beam's row. The loop
 (`jax.lax.while_loop`, all arrays of fixed size) stops after M steps, or once in every
-row the W-th finished score beats the best any live beam could still reach: its
+row the W-th finished score reaches the best any live beam could still get: its
 log-probability can only fall, and lp(L) is largest at L = M, so that bound is
 log P(live) / lp(M).
 
@@ -49,7 +49,8 @@ class Beams(NamedTuple):
       slot with no hypothesis (a row has fewer than W distinct ones; its tokens are all
       eos_id, or 0 without one, and its length 0).
     log_probs_BW: float32, log P(hypothesis | source), summed over its own tokens.
-    lengths_BW: int32, |Y|: the tokens up to and including the first eos, else M.
+    lengths_BW: int32, |Y|: the tokens up to and including the first eos, else M (0 for
+      an empty slot).
   """
 
   tokens_BWM: jax.Array
