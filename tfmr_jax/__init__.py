@@ -22,8 +22,8 @@ from tfmr_jax.ops import (
 __version__ = "0.1.0"
 
 
-def __getattr__(name):  # tj.nn, tj.models, tj.decode load Flax on first use; tj.ops stays Flax-free
-  if name in ("nn", "models", "decode"):
+def __getattr__(name):  # tj.nn, tj.models, tj.decode(_beam) load Flax on first use; tj.ops not
+  if name in ("nn", "models", "decode", "decode_beam"):
     return importlib.import_module(f"tfmr_jax.{name}")
   raise AttributeError(f"module 'tfmr_jax' has no attribute {name!r}")
 
