@@ -147,8 +147,9 @@ def test_cached_decoding_of_a_left_padded_prompt_counts_real_tokens():
   pad = 3
   padded_BT = np.concatenate([np.zeros((1, pad), np.int32), np.asarray(x_BT)[:, : T - pad]], 1)
   valid_BT = np.arange(T)[None] >= pad
-  logits_BTV, _ = model.extend(padded_BT, model.init_cache(1, P), valid_BT=valid_BT)
-  alone_BTV = model(x_BT[:, : T - pad])
+  extend = nnx.jit(lambda m, x, c, v: m.extend(x, c, valid_BT=v))
+  logits_BTV, _ = extend(model, padded_BT, model.init_cache(1, P), valid_BT)
+  alone_BTV = forward(model, x_BT[:, : T - pad])
   np.testing.assert_allclose(logits_BTV[:, pad:], alone_BTV, atol=2e-5)
 
 
