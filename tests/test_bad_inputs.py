@@ -88,6 +88,24 @@ CONFIG_CASES = [
     "config.model.activation = 'swishglu': must be one of ('relu', 'gelu', 'swiglu', 'geglu')",
   ),
   (
+    REVERSE + ["--config.model.window=0"],
+    "config.model.window = 0: must be a positive int or None",
+  ),
+  (
+    REVERSE + ["--config.model.window_pattern=local,global"],
+    "config.model.window_pattern = 'local,global': marks local layers, but window=None: set a "
+    "window",
+  ),
+  (
+    REVERSE + ["--config.model.window=4", "--config.model.window_pattern=local,sliding"],
+    "config.model.window_pattern = 'local,sliding': must be comma-separated names from "
+    "('local', 'global'), e.g. 'local,global'",
+  ),
+  (
+    REVERSE + ["--config.model.attention_dropout=1.0"],
+    "config.model.attention_dropout = 1.0: must be a rate in [0, 1)",
+  ),
+  (
     ADDITION + ["--config.task.num_digits=19"],
     "config.task.num_digits = 19: must be an int in [1, 18]",
   ),

@@ -55,13 +55,14 @@ LLAMA_CHOICES = dict(
   num_kv_heads=2,
   qk_norm=True,
 )
+WINDOW_CHOICES = dict(window=4, window_pattern="local,global", attention_dropout=0.1)
 
 
 def test_every_architecture_choice_is_one_field_away():
   model_config = C.model_config
-  resolved = C.validate(_with("sort", model=LLAMA_CHOICES))
+  resolved = C.validate(_with("sort", model={**LLAMA_CHOICES, **WINDOW_CHOICES}))
   got = model_config(resolved.model, vocab_size=7, max_len=12)
-  for field, value in LLAMA_CHOICES.items():
+  for field, value in {**LLAMA_CHOICES, **WINDOW_CHOICES}.items():
     assert getattr(got, field) == value, field
   assert got.d_ff == 176 and got.norm == "pre"  # 2/3 of 4 * 64, the gpt kind's pre-norm
   # The defaults build what they built before these fields existed.
@@ -72,6 +73,7 @@ def test_every_architecture_choice_is_one_field_away():
     True,
     False,
   )
+  assert (gpt.window, gpt.window_pattern, gpt.attention_dropout) == (None, "local", 0.0)
   s2s = model_config(C.validate(_with("copy")).model, vocab_size=7, max_len=12)
   assert s2s.tie_output is False and s2s.positions == "sinusoidal"
 

@@ -44,10 +44,29 @@ SMALL = dict(vocab_size=13, max_len=16, num_layers=2, d_model=12, num_heads=3)
       "must be None or one of ('reference', 'tiled', 'xla', 'cudnn')",
     ),
     ("share_embeddings", True, "needs tgt_vocab_size == vocab_size, got 7 and 13"),
+    ("attention_dropout", 1.0, "must be a rate in [0, 1)"),
+    ("attention_dropout", -0.1, "must be a rate in [0, 1)"),
+    ("window", 0, "must be a positive int or None"),
+    ("window", 2.5, "must be a positive int or None"),
+    ("window", True, "must be a positive int or None"),
+    (
+      "window_pattern",
+      "local,full",
+      "must be comma-separated names from ('local', 'global'), e.g. 'local,global'",
+    ),
+    (
+      "window_pattern",
+      "local, global",
+      "must be comma-separated names from ('local', 'global'), e.g. 'local,global'",
+    ),
+    ("window_pattern", "global", "names no 'local' layer; for no window set window=None"),
+    ("window_pattern", "local,global", "marks local layers, but window=None: set a window"),
   ],
 )
 def test_errors_name_field_value_and_rule(field, value, rule):
   extra = {"tgt_vocab_size": 7} if field == "share_embeddings" else {}
+  if field == "window_pattern" and "set a window" not in rule:
+    extra = {"window": 4}
   with pytest.raises(ModelConfigError) as error:
     TransformerConfig(**{**SMALL, **extra, field: value})
   assert (error.value.field, error.value.value, error.value.rule) == (field, value, rule)
@@ -104,3 +123,28 @@ def test_attention_fn_and_attention_implementation_are_exclusive():
   config = TransformerConfig.gpt(**SMALL, attention_implementation="tiled")
   with pytest.raises(ValueError, match="choose one"):
     GPT2(config, attention_fn=lambda *a, **k: None, rngs=nnx.Rngs(0))
+
+
+def test_attention_dropout_needs_an_implementation_that_has_it():
+  with pytest.raises(ModelConfigError) as error:
+    TransformerConfig(**SMALL, attention_dropout=0.1, attention_implementation="xla")
+  assert str(error.value) == (
+    "attention_dropout=0.1: attention_implementation='xla' has no attention dropout; with a "
+    "rate > 0 use None or one of ('reference', 'tiled')"
+  )
+  TransformerConfig(**SMALL, attention_dropout=0.1, attention_implementation="tiled")
+  TransformerConfig(**SMALL, attention_dropout=0.0, attention_implementation="xla")
+
+
+@pytest.mark.parametrize(
+  "window, pattern, windows",
+  [
+    (None, "local", (None,) * 5),
+    (3, "local", (3,) * 5),
+    (3, "local,global", (3, None, 3, None, 3)),
+    (3, "global,local,local", (None, 3, 3, None, 3)),
+  ],
+)
+def test_layer_windows_repeat_the_pattern(window, pattern, windows):
+  config = TransformerConfig(**SMALL, window=window, window_pattern=pattern)
+  assert config.layer_windows(5) == windows

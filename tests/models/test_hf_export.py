@@ -145,6 +145,7 @@ def test_config_json_holds_gpt2s_fields():
     ("scale_embeddings", True),
     ("use_bias", False),
     ("num_kv_heads", 1),
+    ("window", 4),
   ],
 )
 def test_refuses_what_gpt2s_format_cannot_hold(field, value, tmp_path):
@@ -155,6 +156,12 @@ def test_refuses_what_gpt2s_format_cannot_hold(field, value, tmp_path):
   assert (error.value.field, error.value.value) == (field, value)
   assert f"{field}={value!r}: " in str(error.value)
   assert not os.listdir(tmp_path)
+
+
+def test_dropout_rates_go_to_their_pdrop_keys():
+  config = TransformerConfig.gpt(**_sizes(RANDOM), dropout=0.1, attention_dropout=0.2)
+  hf = hf_gpt2.config_to_hf(config)
+  assert (hf["resid_pdrop"], hf["embd_pdrop"], hf["attn_pdrop"]) == (0.1, 0.1, 0.2)
 
 
 def test_refuses_a_model_of_another_family(tmp_path):

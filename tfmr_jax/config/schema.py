@@ -89,6 +89,12 @@ SECTION_FIELDS: dict[str, dict[str, tuple[Any, Rule]]] = {
     "num_kv_heads": (None, Rule(int, optional=True)),  # None = num_heads
     "d_ff": (None, Rule(int, optional=True)),  # None = 4 * d_model
     "dropout": (0.0, Rule(float)),
+    "attention_dropout": (0.0, Rule(float)),  # on the attention probabilities (attn_pdrop)
+    # Sliding-window self-attention: None = none; W = a causal query sees the last W
+    # positions. window_pattern: "local" / "global" per layer, comma-separated, repeated
+    # over the layers ("local" = all; "local,global" alternates, as Gemma 2).
+    "window": (None, Rule(int, optional=True)),
+    "window_pattern": ("local", Rule(str)),
     "norm": ("post", Rule(str)),  # "post" | "pre": where the norms sit
     "norm_kind": ("layernorm", Rule(str)),  # "layernorm" | "rmsnorm": what they compute
     "positions": ("sinusoidal", Rule(str)),  # "sinusoidal" | "learned" | "rope" | "none"

@@ -19,7 +19,9 @@ import numbers
 from tfmr_jax.nn.embeddings import POSITIONS
 from tfmr_jax.nn.feed_forward import ACTIVATIONS, GATED, gated_d_ff
 from tfmr_jax.nn.norms import NORM_KINDS, NORMS
-from tfmr_jax.ops.implementations import IMPLEMENTATIONS
+from tfmr_jax.ops.implementations import DROPOUT_IMPLEMENTATIONS, IMPLEMENTATIONS
+
+WINDOW_KINDS = ("local", "global")  # the names of `window_pattern`
 
 
 class ModelConfigError(ValueError):
@@ -43,6 +45,17 @@ class TransformerConfig:
     d_ff: F, the feed-forward width; None = 4 D, or for a gated activation 2/3 of
       that rounded up to a multiple of 8 (resolved here).
     dropout: residual and embedding dropout rate (the paper's P_drop).
+    attention_dropout: dropout rate on the attention probabilities (GPT-2's attn_pdrop),
+      in every attention layer, in training mode only (`model.eval()` turns it off);
+      needs an attention implementation that has it (None, "reference", "tiled").
+    window: None (every query sees every key it may), or W, sliding-window attention in
+      the self-attention of the layers `window_pattern` marks local: a causal query sees
+      itself and the W - 1 positions before it; a non-causal one (the encoder) the band
+      |t - s| < W. Cross-attention is never windowed.
+    window_pattern: which layers `window` applies to: comma-separated "local" / "global"
+      names, repeated over the layers from layer 0. "local" = every layer (Mistral);
+      "local,global" alternates (Gemma 2); "local,local,local,local,local,global" is
+      Gemma 3's 5:1. Global layers see the whole context. Read only with a window.
     norm: "post" (the norm after each residual add, the paper) or "pre" (before
       each sublayer, plus a final norm: GPT-2, Llama).
     norm_kind: "layernorm" or "rmsnorm" (no centring, no bias: Llama); every norm of
@@ -84,6 +97,9 @@ class TransformerConfig:
   num_kv_heads: int | None = None
   d_ff: int | None = None
   dropout: float = 0.0
+  attention_dropout: float = 0.0
+  window: int | None = None
+  window_pattern: str = "local"
   norm: str = "post"
   norm_kind: str = "layernorm"
   positions: str = "sinusoidal"
@@ -116,8 +132,10 @@ class TransformerConfig:
       raise ModelConfigError(
         "num_kv_heads", kv, f"must divide num_heads={self.num_heads} (grouped-query attention)"
       )
-    if not (_is_number(self.dropout) and 0.0 <= self.dropout < 1.0):
-      raise ModelConfigError("dropout", self.dropout, "must be a rate in [0, 1)")
+    for name in ("dropout", "attention_dropout"):
+      if not (_is_number(getattr(self, name)) and 0.0 <= getattr(self, name) < 1.0):
+        raise ModelConfigError(name, getattr(self, name), "must be a rate in [0, 1)")
+    self._check_window()
     for name, choices in (
       ("norm", NORMS),
       ("norm_kind", NORM_KINDS),
@@ -148,6 +166,13 @@ class TransformerConfig:
       raise ModelConfigError(
         "attention_implementation", impl, f"must be None or one of {IMPLEMENTATIONS}"
       )
+    if self.attention_dropout > 0 and impl is not None and impl not in DROPOUT_IMPLEMENTATIONS:
+      raise ModelConfigError(
+        "attention_dropout",
+        self.attention_dropout,
+        f"attention_implementation={impl!r} has no attention dropout; with a rate > 0 "
+        f"use None or one of {DROPOUT_IMPLEMENTATIONS}",
+      )
     _check_dtypes(self.dtype, self.param_dtype)
     default_d_ff = gated_d_ff(self.d_model) if self.activation in GATED else 4 * self.d_model
     resolved = {
@@ -165,6 +190,34 @@ class TransformerConfig:
         True,
         f"needs tgt_vocab_size == vocab_size, got {self.tgt_vocab_size} and {self.vocab_size}",
       )
+
+  def _check_window(self) -> None:
+    if self.window is not None:
+      _check_positive_int("window", self.window, optional=True)
+    pattern = self.window_pattern
+    kinds = pattern.split(",") if isinstance(pattern, str) else None
+    if kinds is None or any(k not in WINDOW_KINDS for k in kinds):
+      raise ModelConfigError(
+        "window_pattern",
+        pattern,
+        f"must be comma-separated names from {WINDOW_KINDS}, e.g. 'local,global'",
+      )
+    if "local" not in kinds:
+      raise ModelConfigError(
+        "window_pattern", pattern, "names no 'local' layer; for no window set window=None"
+      )
+    if self.window is None and pattern != "local":
+      raise ModelConfigError(
+        "window_pattern", pattern, "marks local layers, but window=None: set a window"
+      )
+
+  def layer_windows(self, num_layers: int) -> tuple[int | None, ...]:
+    """The window of each of `num_layers` layers: `window` where `window_pattern` (repeated)
+    says "local", None where it says "global" (and everywhere without a window)."""
+    kinds = self.window_pattern.split(",")
+    return tuple(
+      self.window if kinds[i % len(kinds)] == "local" else None for i in range(num_layers)
+    )
 
   @classmethod
   def gpt2_124m(cls, **overrides) -> "TransformerConfig":

@@ -20,10 +20,11 @@ from tfmr_jax.models.stack import EmbeddedStack
 class TransformerEncoder(EmbeddedStack):
   """Encoder stack with a per-position output head (e.g. the reverse task).
 
-  Reads from `config`: vocab_size, max_len, num_layers, d_model, num_heads,
-  num_kv_heads, d_ff, dropout, norm, norm_kind, positions, rope_base, activation, qk_norm,
-  ln_eps, scale_embeddings, use_bias, init_std, attention_implementation, num_outputs, dtype,
-  param_dtype. The head's logits are float32 whatever the compute dtype.
+  Reads from `config`: vocab_size, max_len, num_layers, d_model, num_heads, num_kv_heads,
+  d_ff, dropout, attention_dropout, window, window_pattern, norm, norm_kind, positions,
+  rope_base, activation, qk_norm, ln_eps, scale_embeddings, use_bias, init_std,
+  attention_implementation, num_outputs, dtype, param_dtype. The head's logits are float32
+  whatever the compute dtype.
   `attention_fn` overrides the op every layer runs.
   """
 

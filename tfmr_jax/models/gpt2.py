@@ -9,8 +9,8 @@ With `TransformerConfig.gpt2_124m()` (or `.gpt(...)` at any size) it is GPT-2:
     logits = LN_f(x) @ wte^T          (LM head tied to the token embedding)
 
 Like the reference, every linear layer has a bias and LayerNorm epsilon is 1e-5.
-Unlike it, there is no dropout on the attention probabilities (the attention op
-has none); the 124M release used dropout only in training anyway. Other configs
+Its attn_pdrop (dropout on the attention probabilities) is `attention_dropout`, 0 by
+default; the 124M release used dropout only in training anyway. Other configs
 give other decoder-only models (post-LN, sinusoidal positions, an untied head), Llama
 among them: `TransformerConfig.llama(...)` is pre-RMSNorm, SwiGLU, RoPE, grouped-query
 attention, no biases, an untied head. Hugging Face weights (GPT-2 and Llama) load through
@@ -32,10 +32,11 @@ from tfmr_jax.ops.guards import check_positive
 class GPT2(EmbeddedStack):
   """Decoder-only LM. `gpt(tokens_BT)` -> logits_BTV; `extend` runs with a KV cache.
 
-  Reads from `config`: vocab_size, max_len, num_layers, d_model, num_heads,
-  num_kv_heads, d_ff, dropout, norm, norm_kind, positions, rope_base, activation, qk_norm,
-  ln_eps, scale_embeddings, use_bias, init_std, attention_implementation, tie_output, dtype,
-  param_dtype. The logits are float32 whatever the compute dtype.
+  Reads from `config`: vocab_size, max_len, num_layers, d_model, num_heads, num_kv_heads,
+  d_ff, dropout, attention_dropout, window, window_pattern, norm, norm_kind, positions,
+  rope_base, activation, qk_norm, ln_eps, scale_embeddings, use_bias, init_std,
+  attention_implementation, tie_output, dtype, param_dtype. The logits are float32 whatever
+  the compute dtype.
   `attention_fn` overrides the op every layer runs (e.g. a recording spy in tests).
   """
 

@@ -41,6 +41,7 @@ _FREE_FIELDS = (
   "num_heads",
   "d_ff",
   "dropout",
+  "attention_dropout",
   "ln_eps",
   "init_std",
   "attention_implementation",
@@ -58,6 +59,7 @@ _WHY = {
   "scale_embeddings": "token embeddings not scaled by sqrt(D)",
   "use_bias": "a bias in every projection",
   "tie_output": "the LM head tied to wte",
+  "window": "every layer attends over the whole context",
 }
 
 
@@ -152,14 +154,14 @@ def config_to_hf(c: TransformerConfig) -> dict:
   """The `config.json` dict that transformers loads as a GPT2LMHeadModel of config `c`.
 
   `c` must pass `check_exportable`. The dropout rate goes to resid_pdrop and
-  embd_pdrop; attn_pdrop is 0.0 (our attention has no dropout).
+  embd_pdrop, attention_dropout to attn_pdrop.
   """
   eos = _EOS_50257 if c.vocab_size == 50257 else None
   return {
     "activation_function": "gelu_new",
     "add_cross_attention": False,
     "architectures": [ARCHITECTURE],
-    "attn_pdrop": 0.0,
+    "attn_pdrop": float(c.attention_dropout),
     "bos_token_id": eos,
     "dtype": c.param_dtype,
     "embd_pdrop": float(c.dropout),

@@ -126,7 +126,8 @@ def embedding_init(config: TransformerConfig):
 
 
 def make_layers(block, num_layers: int, config: TransformerConfig, *, attention_fn, rngs):
-  """nnx.List of `num_layers` blocks (EncoderBlock or DecoderBlock) as `config` describes."""
+  """nnx.List of `num_layers` blocks (EncoderBlock or DecoderBlock) as `config` describes;
+  layer l's self-attention window is `config.layer_windows(num_layers)[l]`."""
   kernel_init = out_kernel_init = None
   if config.init_std is not None:  # GPT-2: residual-stream writers scaled by 1 / sqrt(2 L)
     kernel_init = nnx.initializers.normal(config.init_std)
@@ -146,13 +147,15 @@ def make_layers(block, num_layers: int, config: TransformerConfig, *, attention_
         use_bias=config.use_bias,
         rope_base=config.rope_base if config.positions == "rope" else None,
         qk_norm=config.qk_norm,
+        window=window,
+        attention_dropout=config.attention_dropout,
         attention_fn=attention_fn,
         kernel_init=kernel_init,
         out_kernel_init=out_kernel_init,
         **precision(config),
         rngs=rngs,
       )
-      for _ in range(num_layers)
+      for window in config.layer_windows(num_layers)
     ]
   )
 

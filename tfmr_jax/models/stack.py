@@ -30,10 +30,10 @@ from tfmr_jax.nn import EncoderBlock, PositionEmbedding, TokenEmbedding, make_dr
 class EmbeddedStack(nnx.Module):
   """Token and position embeddings, embedding dropout, L EncoderBlocks, final norm.
 
-  Reads from `config`: vocab_size, max_len, num_layers, d_model, num_heads,
-  num_kv_heads, d_ff, dropout, norm, norm_kind, positions, rope_base, activation,
-  qk_norm, ln_eps, scale_embeddings, use_bias, init_std, attention_implementation, dtype,
-  param_dtype.
+  Reads from `config`: vocab_size, max_len, num_layers, d_model, num_heads, num_kv_heads,
+  d_ff, dropout, attention_dropout, window, window_pattern, norm, norm_kind, positions,
+  rope_base, activation, qk_norm, ln_eps, scale_embeddings, use_bias, init_std,
+  attention_implementation, dtype, param_dtype.
   `attention_fn` overrides the op every layer runs. The stream x_BTD is in `dtype`.
   """
 

@@ -13,6 +13,13 @@ or None, both broadcastable to [B, N, T, S]; `is_causal` a Python bool, True mea
 query t sees key s <= t + (S - T), ANDed with `mask`. Modules and models pass it
 through: causal self-attention says `is_causal=True` instead of building a causal
 mask, so an op that knows the structure (the tiled one) skips the masked half.
+`MultiHeadAttention` adds `tj.attention`'s `window=` (sliding-window self-attention)
+and `dropout_rate=`, `dropout_rng=` (attention dropout) only when it uses them, so an
+`attention_fn` that has neither serves every module that uses neither.
+
+Attention dropout follows NNX's train/eval switch: its rate and rng stream ('dropout')
+sit in an `nnx.Dropout` of the module, whose `deterministic` flag `model.eval()` sets;
+the module draws a key from that stream for each training call and hands it to the op.
 
 Every `__call__` returns one array. Attention maps leave through NNX's own mechanism:
 a module whose `sow_attention` is True sows its weights [B, N, T, S] (float32) as
@@ -131,6 +138,12 @@ class MultiHeadAttention(nnx.Module):
     kernel_init: initializer of the q, k, v kernels; out_kernel_init of the output kernel.
     rope_base: None, or rotary position embedding of q and k with this base (needs an
       even H); for self-attention (and `attend` / `project_kv` when given positions).
+    window: None, or W: sliding-window self-attention (`__call__` without a context,
+      and `extend`): a causal query sees itself and the W - 1 keys before it, a
+      non-causal one the band |t - s| < W. Cross-attention is never windowed.
+    attention_dropout: dropout rate on the attention probabilities, in training mode
+      only (`model.eval()` turns it off); the op must have dropout ("reference",
+      "tiled" or None).
     qk_norm: None, or "layernorm" / "rmsnorm" over H of every query and key head
       (one scale shared by the heads), before RoPE; norm_eps its epsilon.
     dtype: compute dtype of the projections, so of q, k, v and the output (None:
@@ -154,11 +167,15 @@ class MultiHeadAttention(nnx.Module):
     rope_base: float | None = None,
     qk_norm: str | None = None,
     norm_eps: float = 1e-6,
+    window: int | None = None,
+    attention_dropout: float = 0.0,
     dtype=None,
     param_dtype=jnp.float32,
     rngs: nnx.Rngs,
   ):
     check_positive("d_model", d_model)
+    if window is not None:
+      check_positive("window", window)
     check_positive("num_heads", num_heads)
     num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
     check_positive("num_kv_heads", num_kv_heads)
@@ -205,7 +222,8 @@ class MultiHeadAttention(nnx.Module):
     self.value = linear(d_model, K * H, kernel_init)
     self.out = linear(N * H, d_model, out_kernel_init)
     self.dropout = make_dropout(dropout, rngs)
-    self.rope_base = rope_base
+    self.attention_dropout = make_dropout(attention_dropout, rngs, name="attention_dropout")
+    self.rope_base, self.window = rope_base, window
     norm = dict(epsilon=norm_eps, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.query_norm = None if qk_norm is None else make_norm(qk_norm, H, **norm)
     self.key_norm = None if qk_norm is None else make_norm(qk_norm, H, **norm)
@@ -250,6 +268,13 @@ class MultiHeadAttention(nnx.Module):
     v_BSKH = self.value(context_BSD).reshape(B, S, self.num_kv_heads, self.head_dim)
     return self._rotated(k_BSKH, positions), v_BSKH
 
+  def _dropout_options(self) -> dict:
+    """{} in eval mode or at rate 0; else the op's dropout_rate and a fresh dropout_rng."""
+    dropout = self.attention_dropout
+    if dropout.rate == 0.0 or dropout.deterministic:
+      return {}
+    return {"dropout_rate": dropout.rate, "dropout_rng": dropout.rngs()}
+
   def attend(
     self,
     x_BTD,
@@ -259,20 +284,26 @@ class MultiHeadAttention(nnx.Module):
     mask=None,
     bias=None,
     is_causal: bool = False,
+    window: int | None = None,
     positions=None,
   ):
     """Queries from `x_BTD` against given keys and values. Returns out_BTD.
 
     is_causal: query t sees key s <= t + (S - T) only, ANDed with `mask`.
+    window: None, or W: only the W keys up to t + (S - T) (causal), or the band
+      |t + (S - T) - s| < W; ANDed with `mask`.
     positions: int [T] or [B, T]; with RoPE the queries are rotated by them (None: not).
+    The sown attention weights are those before attention dropout.
     """
     self._check_input("x_BTD", x_BTD)
     B, T, _ = x_BTD.shape
     q_BTNH = self._queries(x_BTD, positions)
-    out_BTNH = self.attention_fn(q_BTNH, k_BSKH, v_BSKH, mask=mask, bias=bias, is_causal=is_causal)
+    rules = dict(mask=mask, bias=bias, is_causal=is_causal)
+    if window is not None:
+      rules["window"] = window
+    out_BTNH = self.attention_fn(q_BTNH, k_BSKH, v_BSKH, **rules, **self._dropout_options())
     if self.sow_attention:
-      probs_BNTS = attention_weights(q_BTNH, k_BSKH, mask=mask, bias=bias, is_causal=is_causal)
-      sow_attention_weights(self, probs_BNTS)
+      sow_attention_weights(self, attention_weights(q_BTNH, k_BSKH, **rules))
     return self.dropout(self.out(out_BTNH.reshape(B, T, self.num_heads * self.head_dim)))
 
   def __call__(
@@ -293,7 +324,8 @@ class MultiHeadAttention(nnx.Module):
       mask: bool, True = may attend, broadcastable to [B, N, T, S].
       bias: additive logits bias, broadcastable to [B, N, T, S].
       is_causal: query t sees key s <= t + (S - T) only, ANDed with `mask`; causal
-        self-attention without building a mask.
+        self-attention without building a mask. Self-attention keeps to the module's
+        `window` too.
       positions: int [T] or [B, T], where RoPE rotates queries and keys in
         self-attention (default arange(T)); cross-attention is not rotated.
     """
@@ -304,7 +336,14 @@ class MultiHeadAttention(nnx.Module):
     positions = self._positions(x_BTD.shape[1], positions)
     k_BTKH, v_BTKH = self.project_kv(x_BTD, positions=positions)
     return self.attend(
-      x_BTD, k_BTKH, v_BTKH, mask=mask, bias=bias, is_causal=is_causal, positions=positions
+      x_BTD,
+      k_BTKH,
+      v_BTKH,
+      mask=mask,
+      bias=bias,
+      is_causal=is_causal,
+      window=self.window,
+      positions=positions,
     )
 
   def extend(
@@ -313,7 +352,8 @@ class MultiHeadAttention(nnx.Module):
     """Self-attention decoding: append the T new positions to `cache`, attend causally over it.
 
     Position t of x_BTD sees the cached positions and the new ones up to itself
-    (the cache's own causal mask over its filled slots), except pad tokens:
+    (the cache's own causal mask over its filled slots; with the module's `window` W,
+    only the W slots up to its own), except pad tokens:
     `valid_BT` (bool, default all True) marks the real ones, and slots appended as
     padding are never seen. `mask` and `bias`, broadcastable to [B, N, T, cache
     length], are ANDed / added on. With RoPE the new queries and keys are rotated by
@@ -324,7 +364,8 @@ class MultiHeadAttention(nnx.Module):
     positions = self._positions(x_BTD.shape[1], positions, offset=cache.length)
     k_BTKH, v_BTKH = self.project_kv(x_BTD, positions=positions)
     cache = cache.append(k_BTKH, v_BTKH, valid_BT)
-    mask = combine_masks(cache.causal_mask(x_BTD.shape[1]), cache.key_mask(), mask)
+    causal_mask = cache.causal_mask(x_BTD.shape[1], window=self.window)
+    mask = combine_masks(causal_mask, cache.key_mask(), mask)
     out_BTD = self.attend(
       x_BTD, cache.k_BSKH, cache.v_BSKH, mask=mask, bias=bias, positions=positions
     )

@@ -26,8 +26,8 @@ class _Sublayers:
     self.d_model, self.num_heads, self.d_ff, self.rngs = d_model, num_heads, d_ff, rngs
     self.options = options
 
-  def attention(self, *, rotary: bool = True):
-    """Multi-head attention; `rotary=False` leaves RoPE out (cross-attention)."""
+  def attention(self, *, cross: bool = False):
+    """Multi-head attention; cross-attention has no RoPE and no window."""
     o = self.options
     return MultiHeadAttention(
       self.d_model,
@@ -37,9 +37,11 @@ class _Sublayers:
       attention_fn=o["attention_fn"],
       kernel_init=o["kernel_init"],
       out_kernel_init=o["out_kernel_init"],
-      rope_base=o["rope_base"] if rotary else None,
+      rope_base=None if cross else o["rope_base"],
       qk_norm=o["norm_kind"] if o["qk_norm"] else None,
       norm_eps=o["ln_eps"],
+      window=None if cross else o["window"],
+      attention_dropout=o["attention_dropout"],
       **self.precision(),
       rngs=self.rngs,
     )
@@ -92,6 +94,8 @@ class _Block(nnx.Module):
     use_bias: bool = True,
     rope_base: float | None = None,
     qk_norm: bool = False,
+    window: int | None = None,
+    attention_dropout: float = 0.0,
     attention_fn: Callable = attention,
     kernel_init=None,
     out_kernel_init=None,
@@ -114,6 +118,8 @@ class _Block(nnx.Module):
         use_bias=use_bias,
         rope_base=rope_base,
         qk_norm=qk_norm,
+        window=window,
+        attention_dropout=attention_dropout,
         attention_fn=attention_fn,
         kernel_init=kernel_init,
         out_kernel_init=out_kernel_init,
@@ -138,9 +144,11 @@ class EncoderBlock(_Block):
   `norm_kind` "layernorm" or "rmsnorm", `dropout` the residual dropout after each
   sublayer, `ln_eps` the norms' epsilon, `use_bias` biases in every projection,
   `rope_base` rotary embeddings in self-attention (None: none), `qk_norm` a norm of
-  `norm_kind` on every query and key head. `kernel_init` / `out_kernel_init` go to both
-  sublayers (GPT-2 scales the output ones). `dtype` (compute) and `param_dtype` reach
-  every projection and LayerNorm.
+  `norm_kind` on every query and key head, `window` sliding-window self-attention (None:
+  none; with is_causal the W positions up to t, else the band |t - s| < W),
+  `attention_dropout` dropout on the attention probabilities (training mode only).
+  `kernel_init` / `out_kernel_init` go to both sublayers (GPT-2 scales the output ones).
+  `dtype` (compute) and `param_dtype` reach every projection and LayerNorm.
   """
 
   def _build(self, make: _Sublayers) -> None:
@@ -178,14 +186,14 @@ class EncoderBlock(_Block):
 class DecoderBlock(_Block):
   """Masked self-attention, cross-attention over the encoder memory, feed-forward.
 
-  Args as in `EncoderBlock`; kernel_init / out_kernel_init, dtype and param_dtype reach
-  all three sublayers.
+  Args as in `EncoderBlock` (`window` for the self-attention only); kernel_init /
+  out_kernel_init, dtype and param_dtype reach all three sublayers.
   """
 
   def _build(self, make: _Sublayers) -> None:
     self.self_attention = make.attention()
     self.self_attention_residual = make.residual()
-    self.cross_attention = make.attention(rotary=False)
+    self.cross_attention = make.attention(cross=True)
     self.cross_attention_residual = make.residual()
     self.feed_forward = make.feed_forward()
     self.feed_forward_residual = make.residual()

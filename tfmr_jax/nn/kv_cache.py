@@ -93,13 +93,19 @@ class KVCache:
     valid_BS = jax.lax.dynamic_update_slice(self.valid_BS, valid_BT, (0, self.length))
     return KVCache(k_BSKH, v_BSKH, self.length + T, valid_BS)
 
-  def causal_mask(self, T: int):
-    """[1, 1, T, S] bool for the T positions just appended: query t sees slot s <= length - T + t.
+  def causal_mask(self, T: int, *, window: int | None = None):
+    """[1, 1, T, S] bool for the T positions just appended: query t sees slot s <= p,
+    p = length - T + t; with a `window` W only the W slots p - W < s <= p.
 
-    Call after `append`; empty slots (s >= length) are never visible.
+    Call after `append`; empty slots (s >= length) are never visible. The window counts
+    slots, so the positions of a left-padded row's real tokens (the pads come first).
     """
-    query_pos_T = self.length - T + jnp.arange(T)
-    return (jnp.arange(self.max_len)[None, :] <= query_pos_T[:, None])[None, None]
+    p_T1 = (self.length - T + jnp.arange(T))[:, None]
+    s_1S = jnp.arange(self.max_len)[None, :]
+    visible_TS = s_1S <= p_T1
+    if window is not None:
+      visible_TS &= s_1S > p_T1 - window
+    return visible_TS[None, None]
 
   def key_mask(self):
     """[B, 1, 1, S] bool: the slots that hold a real token (not empty, not padding)."""
