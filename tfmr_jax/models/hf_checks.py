@@ -7,8 +7,10 @@ A family's importer (`hf_gpt2.py`, `hf_llama.py`) raises `HFConfigError` for a
 
 from collections.abc import Mapping
 
+import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 
 class HFConfigError(ValueError):
@@ -47,3 +49,20 @@ def check_weights(
         f"state_dict[{key!r}] has dtype {dtype}; weights must be floating point (a cast from "
         "integers or bools would load silently wrong values)"
       )
+
+
+def set_weight(variable, array) -> None:
+  """Load `array` into `variable` in the variable's own dtype (the config's param_dtype)."""
+  variable.set_value(jnp.asarray(array, variable.get_value().dtype))
+
+
+def check_all_set(model, *, importer: str) -> None:
+  """RuntimeError naming every parameter of `model` (built by `nnx.eval_shape`) that the
+  importer left as a shape only: a mapping that forgot a tensor fails loudly."""
+  unset = [
+    jax.tree_util.keystr(path)
+    for path, leaf in jax.tree_util.tree_leaves_with_path(nnx.state(model))
+    if isinstance(leaf, jax.ShapeDtypeStruct)
+  ]
+  if unset:
+    raise RuntimeError(f"{importer} left parameters unset: {unset}")

@@ -12,14 +12,18 @@ export leaves `lm_head.weight` out and an import accepts it only as a copy of `w
 import dataclasses
 from collections.abc import Callable, Mapping
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 from tfmr_jax.models.config import ModelConfigError, TransformerConfig
 from tfmr_jax.models.gpt2 import GPT2
-from tfmr_jax.models.hf_checks import HFConfigError, HFWeightsError, check_weights
+from tfmr_jax.models.hf_checks import (
+  HFConfigError,
+  HFWeightsError,
+  check_all_set,
+  check_weights,
+  set_weight,
+)
 
 MODEL_TYPE = "gpt2"
 ARCHITECTURE = "GPT2LMHeadModel"
@@ -275,14 +279,8 @@ def from_hf_gpt2(
   for name, variables in _hf_variables(model).items():
     parts = np.split(np.asarray(weights[name]), len(variables), axis=-1)
     for variable, part in zip(variables, parts, strict=True):
-      variable.set_value(jnp.asarray(part, variable.get_value().dtype))
-  unset = [
-    jax.tree_util.keystr(path)
-    for path, leaf in jax.tree_util.tree_leaves_with_path(nnx.state(model))
-    if isinstance(leaf, jax.ShapeDtypeStruct)
-  ]
-  if unset:
-    raise RuntimeError(f"from_hf left parameters unset: {unset}")
+      set_weight(variable, part)
+  check_all_set(model, importer="from_hf")
   return model
 
 

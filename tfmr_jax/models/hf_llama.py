@@ -19,14 +19,18 @@ SwiGLU, RoPE, grouped-query attention, no biases, an untied head. Two layout fac
 import dataclasses
 from collections.abc import Callable, Mapping
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 from tfmr_jax.models.config import TransformerConfig
 from tfmr_jax.models.gpt2 import GPT2
-from tfmr_jax.models.hf_checks import HFConfigError, HFWeightsError, check_weights
+from tfmr_jax.models.hf_checks import (
+  HFConfigError,
+  HFWeightsError,
+  check_all_set,
+  check_weights,
+  set_weight,
+)
 
 
 def _refuse(key: str, value, rule: str):
@@ -126,11 +130,6 @@ def rotate_half_to_interleaved(weight_OD, head_dim: int):
   return weight_OD.reshape(heads, head_dim, -1)[:, perm_H].reshape(weight_OD.shape)
 
 
-def _set(variable, array) -> None:
-  """Load `array` into `variable` in the variable's own dtype (the config's param_dtype)."""
-  variable.set_value(jnp.asarray(array, variable.get_value().dtype))
-
-
 def from_hf_llama(
   state_dict: Mapping[str, np.ndarray],
   hf_config: Mapping,
@@ -166,14 +165,14 @@ def from_hf_llama(
 
   model = nnx.eval_shape(lambda: GPT2(c, attention_fn=attention_fn, rngs=nnx.Rngs(0)))
   H = c.d_model // c.num_heads
-  _set(model.token_embedding.embed.embedding, weights["model.embed_tokens.weight"])
-  _set(model.final_norm.scale, weights["model.norm.weight"])
+  set_weight(model.token_embedding.embed.embedding, weights["model.embed_tokens.weight"])
+  set_weight(model.final_norm.scale, weights["model.norm.weight"])
   if not c.tie_output:
-    _set(model.head.kernel, weights["lm_head.weight"].T)
+    set_weight(model.head.kernel, weights["lm_head.weight"].T)
   for i, layer in enumerate(model.layers):
     p = f"model.layers.{i}."
-    _set(layer.attention_residual.layer_norm.scale, weights[p + "input_layernorm.weight"])
-    _set(
+    set_weight(layer.attention_residual.layer_norm.scale, weights[p + "input_layernorm.weight"])
+    set_weight(
       layer.feed_forward_residual.layer_norm.scale, weights[p + "post_attention_layernorm.weight"]
     )
     attention, ff = layer.attention, layer.feed_forward
@@ -189,12 +188,6 @@ def from_hf_llama(
       weight_OI = np.asarray(weights[p + name + ".weight"])
       if name in ("self_attn.q_proj", "self_attn.k_proj"):
         weight_OI = rotate_half_to_interleaved(weight_OI, H)
-      _set(linear.kernel, weight_OI.T)
-  unset = [
-    jax.tree_util.keystr(path)
-    for path, leaf in jax.tree_util.tree_leaves_with_path(nnx.state(model))
-    if isinstance(leaf, jax.ShapeDtypeStruct)
-  ]
-  if unset:
-    raise RuntimeError(f"from_hf_llama left parameters unset: {unset}")
+      set_weight(linear.kernel, weight_OI.T)
+  check_all_set(model, importer="from_hf_llama")
   return model
