@@ -3,6 +3,7 @@
   tfmr-jax train --config configs/reverse.py --workdir runs/reverse [--config.model.num_heads=4 ...]
   tfmr-jax train --config configs/char_lm.py:baby --workdir runs/baby    # a preset of the recipe
   tfmr-jax train --workdir runs/reverse           # resume with the run's saved config.json
+  tfmr-jax train --config configs/finetune_gpt2.py --workdir runs/ft --config.train.init_from=hf:DIR
   tfmr-jax evaluate --workdir runs/reverse        # held-out metrics of the latest checkpoint, JSON
   tfmr-jax sample --workdir runs/char_lm --prompt "ROMEO:" --max-new-tokens 200
   tfmr-jax sample --workdir runs/copy --prompt "3 1 4 1 5 9 2 6 5 3"    # seq2seq: decode an input
