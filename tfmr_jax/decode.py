@@ -10,10 +10,9 @@ greedy or not, top_k, eos_id); temperature and top_p are traced, so changing the
 not recompile (top_k is static: `jax.lax.top_k` needs it). The model runs in eval mode
 (no dropout) on a copy; the caller's model is left as it was.
 
-Sampling order (as Hugging Face's): logits / temperature, then top-k, then top-p over
-what is left. Each row has its own key, so a row samples the same tokens in a batch as
-alone: new token i of row b is drawn with `jax.random.fold_in(keys_B[b], i)`, where
-`keys_B = jax.random.split(rng, B)` (or `rng` itself when it holds one key per row).
+Each row has its own key, so a row samples the same tokens in a batch as alone
+(`tfmr_jax.sampling`: the order of temperature, top-k and top-p, and the key schedule).
+The arguments are checked by `tfmr_jax.decode_checks` before anything compiles.
 
 A batch of prompts of different lengths is left-padded (`prompt_valid_BT`, as
 `tasks.encode_batch` makes it): pad tokens are never seen as keys and each row's
@@ -25,150 +24,31 @@ also passes `valid_BT=` to `extend` at the prefill, as `GPT2.extend` takes it.
 """
 
 import functools
-import math
-import numbers
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tfmr_jax.models.parts import check_token_range
+from tfmr_jax.decode_checks import (
+  check_eos,
+  check_prompt_valid,
+  check_sampling,
+  check_sampling_options,
+  check_tokens,
+  static_top_k,
+)
 from tfmr_jax.nn import state as model_state
 from tfmr_jax.ops.guards import check_positive, check_rank
+from tfmr_jax.sampling import filter_logits, next_token, row_keys
 
-
-def _check_tokens(name: str, tokens, vocab_size: int):
-  """int [B, T] ids in [0, vocab_size) (the range is checked on concrete arrays) -> int32."""
-  check_rank(name, tokens, 2, "[B, T]")
-  if not jnp.issubdtype(jnp.result_type(tokens), jnp.integer):
-    raise TypeError(f"{name} must be integer token ids, got dtype {jnp.result_type(tokens)}")
-  check_token_range(name, tokens, vocab_size)
-  return jnp.asarray(tokens, jnp.int32)
-
-
-def check_sampling_options(
-  *, max_new_tokens: int, temperature, top_k: int | None, top_p=1.0
-) -> float:
-  """Raise ValueError unless max_new_tokens > 0, temperature is a finite real number >= 0
-  (any real type: float, int, np.float32), top_k is None or a positive int and top_p a
-  number in (0, 1]; returns the temperature as a float. `generate` also checks top_k <= V
-  and the max_len."""
-  check_positive("max_new_tokens", max_new_tokens)
-  if not _is_real(temperature) or not math.isfinite(temperature) or temperature < 0:
-    raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature!r}")
-  if top_k is not None:
-    check_positive("top_k", top_k)
-  if not _is_real(top_p) or not 0 < top_p <= 1:  # NaN fails the comparison too
-    raise ValueError(f"top_p must be a number in (0, 1] (1 = no nucleus filter), got {top_p!r}")
-  return float(temperature)
-
-
-def _is_real(value) -> bool:
-  return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-def _check_sampling(temperature, top_k, top_p, rng, vocab_size: int) -> bool:
-  """Validate the sampling options (max_new_tokens is checked before); True for greedy."""
-  temperature = check_sampling_options(
-    max_new_tokens=1, temperature=temperature, top_k=top_k, top_p=top_p
-  )
-  if top_k is not None and top_k > vocab_size:
-    raise ValueError(f"top_k={top_k} must lie in [1, vocab_size={vocab_size}]")
-  greedy = temperature == 0
-  if not greedy and rng is None:
-    raise ValueError(f"temperature={temperature} samples, so rng (a jax.random key) is required")
-  return greedy
-
-
-def _check_eos(eos_id, vocab_size: int) -> None:
-  if eos_id is not None and (
-    not isinstance(eos_id, numbers.Integral)
-    or isinstance(eos_id, bool)
-    or not 0 <= eos_id < vocab_size
-  ):
-    raise ValueError(
-      f"eos_id must be None or an int in [0, vocab_size={vocab_size}), got {eos_id!r}"
-    )
-
-
-def _check_prompt_valid(prompt_valid_BT, shape: tuple[int, int]) -> np.ndarray:
-  """bool [B, T], each row left-padded (pad tokens first, then at least one real token)."""
-  if prompt_valid_BT is None:
-    return np.ones(shape, bool)
-  valid_BT = np.asarray(prompt_valid_BT)
-  if valid_BT.dtype != np.bool_ or valid_BT.shape != shape:
-    raise ValueError(
-      f"prompt_valid_BT must be bool of the prompt's shape {shape} (True = real token), got "
-      f"{valid_BT.dtype} {valid_BT.shape}"
-    )
-  for b, row_T in enumerate(valid_BT):
-    if not row_T.any():
-      raise ValueError(f"prompt_valid_BT row {b} has no real token: every prompt needs one")
-    if not row_T[np.argmax(row_T) :].all():
-      raise ValueError(
-        f"prompt_valid_BT row {b} = {row_T.astype(int).tolist()} is not left-padded: pad "
-        "tokens (False) must all come before the real ones (True)"
-      )
-  return valid_BT
-
-
-def _row_keys(rng, B: int):
-  """One typed key per row [B]: `jax.random.split(rng, B)` of one key, or `rng` if it is [B]."""
-  if rng is None:
-    rng = jax.random.key(0)  # greedy: never drawn from
-  if not jax.dtypes.issubdtype(jnp.result_type(rng), jax.dtypes.prng_key):
-    rng = jax.random.wrap_key_data(jnp.asarray(rng, jnp.uint32))  # a raw uint32 PRNGKey
-  if rng.shape == ():
-    return jax.random.split(rng, B)
-  if rng.shape != (B,):
-    raise ValueError(f"rng must be one key or one key per row, shape (B={B},), got {rng.shape}")
-  return rng
-
-
-def filter_logits(logits_BV, *, top_k: int | None = None, top_p=1.0):
-  """float32 logits_BV with the tokens outside the top k and outside the nucleus set to -inf.
-
-  top_k: a static int, the k most likely tokens (`jax.lax.top_k`, no full sort); None keeps
-  all V. top_p: a float in (0, 1], traceable: of the tokens left, keep the most likely ones
-  until their probability (softmax of these logits) reaches top_p; the most likely token is
-  always kept, and top_p = 1 keeps every token exactly (then nothing is sorted). Ties with the
-  last kept logit are kept.
-  """
-  check_rank("logits_BV", logits_BV, 2, "[B, V]")
-  logits_BV = jnp.asarray(logits_BV, jnp.float32)
-  V = logits_BV.shape[-1]
-  if top_k is not None and top_k < V:
-    top_BK = jax.lax.top_k(logits_BV, top_k)[0]  # descending
-    logits_BV = jnp.where(logits_BV < top_BK[:, -1:], -jnp.inf, logits_BV)
-
-    def descending():
-      return top_BK
-  else:
-
-    def descending():
-      return -jnp.sort(-logits_BV, axis=-1)
-
-  def nucleus(logits_BV):
-    sorted_BK = descending()
-    probs_BK = jax.nn.softmax(sorted_BK, axis=-1)
-    cumulative_BK = jnp.cumsum(probs_BK, axis=-1)  # the mass of the tokens before each:
-    before_BK = jnp.concatenate([jnp.zeros_like(probs_BK[:, :1]), cumulative_BK[:, :-1]], axis=-1)
-    kept_B1 = jnp.sum(before_BK < top_p, axis=-1, keepdims=True)  # at least 1: before_BK[0] = 0
-    threshold_B1 = jnp.take_along_axis(sorted_BK, kept_B1 - 1, axis=-1)
-    return jnp.where(logits_BV < threshold_B1, -jnp.inf, logits_BV)
-
-  return jax.lax.cond(jnp.asarray(top_p) < 1, nucleus, lambda x_BV: x_BV, logits_BV)
-
-
-def _next_token(logits_BV, keys_B, step, temperature, top_p, *, greedy: bool, top_k):
-  """Token ids [B]: argmax, or row b's sample with key fold_in(keys_B[b], step) from
-  softmax(logits / temperature) filtered by `filter_logits(top_k, top_p)`."""
-  if greedy:
-    return jnp.argmax(logits_BV, axis=-1).astype(jnp.int32)
-  logits_BV = filter_logits(logits_BV.astype(jnp.float32) / temperature, top_k=top_k, top_p=top_p)
-  step_keys_B = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys_B, step)
-  token_B = jax.vmap(jax.random.categorical)(step_keys_B, logits_BV)
-  return token_B.astype(jnp.int32)
+# check_sampling_options and filter_logits are part of this module's API (tj.decode.*).
+__all__ = [
+  "check_sampling_options",
+  "filter_logits",
+  "generate",
+  "generate_seq2seq",
+  "lengths_to_eos",
+]
 
 
 def _decode_loop(
@@ -178,10 +58,10 @@ def _decode_loop(
 
   extend(tokens_BT, cache, valid_BT or None) -> (logits_BTV, cache). After a row's first
   `eos_id` every later token of the row is eos_id; the loop stops once every row has one.
-  `how`: greedy and top_k, as `_next_token` takes them.
+  `how`: greedy and top_k, as `next_token` takes them.
   """
   B = first_BT.shape[0]
-  pick = functools.partial(_next_token, keys_B=keys_B, temperature=temperature, top_p=top_p, **how)
+  pick = functools.partial(next_token, keys_B=keys_B, temperature=temperature, top_p=top_p, **how)
   logits_BTV, cache = extend(first_BT, cache, first_valid_BT)
   token_B = pick(logits_BTV[:, -1], step=0)
   fill = 0 if eos_id is None else eos_id
@@ -208,12 +88,6 @@ def _decode_loop(
   return out_BM
 
 
-def _eval_model(graphdef, params, rest):
-  model = model_state.merge(graphdef, params, rest)
-  model.eval()
-  return model
-
-
 _STATIC = ("graphdef", "max_new_tokens", "greedy", "top_k", "eos_id")
 
 
@@ -233,7 +107,7 @@ def _generate(
   top_k,
   eos_id,
 ):
-  model = _eval_model(graphdef, params, rest)
+  model = model_state.merge_eval(graphdef, params, rest)
   B, T = prompt_BT.shape
   cache = model.init_cache(B, T + max_new_tokens)
 
@@ -273,7 +147,7 @@ def _generate_seq2seq(
   top_k,
   eos_id,
 ):
-  model = _eval_model(graphdef, params, rest)
+  model = model_state.merge_eval(graphdef, params, rest)
   memory_BSD = model.encode(src_BS, src_valid_BS)
   cache = model.init_cache(memory_BSD, src_valid_BS, max_len=max_new_tokens)
 
@@ -299,12 +173,7 @@ def _generate_seq2seq(
 
 def _traced_options(rng, B: int, temperature, top_p):
   """(keys_B, temperature, top_p) as arrays; no rng (greedy) becomes dummy keys."""
-  return _row_keys(rng, B), jnp.float32(temperature), jnp.float32(top_p)
-
-
-def _static_top_k(top_k: int | None, vocab_size: int) -> int | None:
-  """top_k = V keeps every token: the same compilation as None."""
-  return None if top_k is None or top_k >= vocab_size else int(top_k)
+  return row_keys(rng, B), jnp.float32(temperature), jnp.float32(top_p)
 
 
 def generate(
@@ -342,7 +211,7 @@ def generate(
       are never attended to and each row's positions start at 0 at its first real token.
   """
   max_len, vocab_size = model.config.max_len, model.config.vocab_size
-  prompt_BT = _check_tokens("prompt_BT", prompt_BT, vocab_size)
+  prompt_BT = check_tokens("prompt_BT", prompt_BT, vocab_size)
   check_positive("max_new_tokens", max_new_tokens)
   B, T = prompt_BT.shape
   check_positive("prompt length T", T)
@@ -350,9 +219,9 @@ def generate(
     raise ValueError(
       f"prompt length T={T} + max_new_tokens={max_new_tokens} exceeds the model's max_len={max_len}"
     )
-  greedy = _check_sampling(temperature, top_k, top_p, rng, vocab_size)
-  _check_eos(eos_id, vocab_size)
-  valid_BT = jnp.asarray(_check_prompt_valid(prompt_valid_BT, (B, T)))
+  greedy = check_sampling(temperature, top_k, top_p, rng, vocab_size)
+  check_eos(eos_id, vocab_size)
+  valid_BT = jnp.asarray(check_prompt_valid(prompt_valid_BT, (B, T)))
   parts = model_state.split(model)
   options = _traced_options(rng, B, temperature, top_p)
   return _generate(
@@ -362,7 +231,7 @@ def generate(
     *options,
     max_new_tokens=max_new_tokens,
     greedy=greedy,
-    top_k=_static_top_k(top_k, vocab_size),
+    top_k=static_top_k(top_k, vocab_size),
     eos_id=None if eos_id is None else int(eos_id),
   )
 
@@ -391,14 +260,14 @@ def generate_seq2seq(
     temperature, top_k, top_p, rng, eos_id: as in `generate`.
   """
   max_len, vocab_size = model.config.max_len, model.config.tgt_vocab_size
-  src_BS = _check_tokens("src_BS", src_BS, model.config.vocab_size)
+  src_BS = check_tokens("src_BS", src_BS, model.config.vocab_size)
   check_positive("max_new_tokens", max_new_tokens)
   if max_new_tokens > max_len:
     raise ValueError(f"max_new_tokens={max_new_tokens} exceeds the model's max_len={max_len}")
   if not isinstance(bos_id, int) or isinstance(bos_id, bool) or not 0 <= bos_id < vocab_size:
     raise ValueError(f"bos_id must be an int in [0, tgt_vocab_size={vocab_size}), got {bos_id!r}")
-  greedy = _check_sampling(temperature, top_k, top_p, rng, vocab_size)
-  _check_eos(eos_id, vocab_size)
+  greedy = check_sampling(temperature, top_k, top_p, rng, vocab_size)
+  check_eos(eos_id, vocab_size)
   if src_valid_BS is not None:
     src_valid_BS = jnp.asarray(src_valid_BS)
     if src_valid_BS.dtype != jnp.bool_ or src_valid_BS.shape != src_BS.shape:
@@ -418,7 +287,7 @@ def generate_seq2seq(
     *options,
     max_new_tokens=max_new_tokens,
     greedy=greedy,
-    top_k=_static_top_k(top_k, vocab_size),
+    top_k=static_top_k(top_k, vocab_size),
     eos_id=None if eos_id is None else int(eos_id),
   )
 

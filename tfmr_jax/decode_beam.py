@@ -34,7 +34,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from tfmr_jax.decode import _check_eos, _check_tokens, _eval_model, _is_real
+from tfmr_jax.decode_checks import check_eos, check_tokens, is_real
 from tfmr_jax.nn import state as model_state
 from tfmr_jax.ops.guards import check_positive
 
@@ -84,7 +84,7 @@ def _top(scores_BC, k: int, *arrays_BC):
 def _beam_search(
   graphdef, params, rest, src_BS, src_valid_BS, bos_id, alpha, *, beam_size, max_new_tokens, eos_id
 ):
-  model = _eval_model(graphdef, params, rest)
+  model = model_state.merge_eval(graphdef, params, rest)
   B, W, M = src_BS.shape[0], beam_size, max_new_tokens
   V = model.config.tgt_vocab_size
   C = min(2 * W, W * V)  # W + 1 could end (one eos per beam), so 2 W leaves >= W going on
@@ -184,7 +184,7 @@ def beam_search_seq2seq(
   check_positive("max_new_tokens", max_new_tokens)
   if max_new_tokens > max_len:
     raise ValueError(f"max_new_tokens={max_new_tokens} exceeds the model's max_len={max_len}")
-  if not _is_real(length_penalty) or not math.isfinite(length_penalty) or length_penalty < 0:
+  if not is_real(length_penalty) or not math.isfinite(length_penalty) or length_penalty < 0:
     raise ValueError(f"length_penalty must be a finite number >= 0, got {length_penalty!r}")
   if (
     not isinstance(bos_id, numbers.Integral)
@@ -192,8 +192,8 @@ def beam_search_seq2seq(
     or not 0 <= bos_id < vocab_size
   ):
     raise ValueError(f"bos_id must be an int in [0, tgt_vocab_size={vocab_size}), got {bos_id!r}")
-  _check_eos(eos_id, vocab_size)
-  src_BS = _check_tokens("src_BS", src_BS, model.config.vocab_size)
+  check_eos(eos_id, vocab_size)
+  src_BS = check_tokens("src_BS", src_BS, model.config.vocab_size)
   if src_valid_BS is None:  # all real: one compilation with or without a mask
     src_valid_BS = jnp.ones(src_BS.shape, jnp.bool_)
   src_valid_BS = jnp.asarray(src_valid_BS)

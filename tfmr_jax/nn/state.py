@@ -35,6 +35,13 @@ def merge(graphdef: nnx.GraphDef, params: nnx.State, rest: nnx.State) -> nnx.Mod
   return nnx.merge(graphdef, params, rest, copy=True)
 
 
+def merge_eval(graphdef: nnx.GraphDef, params: nnx.State, rest: nnx.State) -> nnx.Module:
+  """`merge`, then eval mode (no dropout): the model a jitted decoder runs."""
+  model = merge(graphdef, params, rest)
+  model.eval()
+  return model
+
+
 def mode_graphdefs(model: nnx.Module) -> tuple[nnx.GraphDef, nnx.GraphDef]:
   """(train graphdef, eval graphdef): dropout on and off. `model` is left in train mode."""
   model.eval()
