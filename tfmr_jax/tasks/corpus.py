@@ -34,18 +34,20 @@ class CorpusError(ValueError):
   """A corpus cannot be used; the message names its path or URL and the rule it broke."""
 
 
-def decode_text(data: bytes, *, source: str) -> str:
-  """`data` as text, or CorpusError: it must be non-empty UTF-8 with no NUL bytes."""
+def decode_text(data: bytes, *, source: str, kind: str = "corpus") -> str:
+  """`data` as text, or CorpusError: it must be non-empty UTF-8 with no NUL bytes.
+
+  The message names the file as `kind` `source` (e.g. "corpus 'input.txt'")."""
   if not data:
-    raise CorpusError(f"corpus {source!r} is empty: a corpus needs some text")
+    raise CorpusError(f"{kind} {source!r} is empty: a corpus needs some text")
   nul = data.find(bytes(1))
   if nul >= 0:
-    raise CorpusError(f"corpus {source!r} has a NUL byte at offset {nul}: a binary file, not text")
+    raise CorpusError(f"{kind} {source!r} has a NUL byte at offset {nul}: a binary file, not text")
   try:
     text = data.decode("utf-8")
   except UnicodeDecodeError as e:
     raise CorpusError(
-      f"corpus {source!r} is not UTF-8 text: byte {data[e.start]:#04x} at offset {e.start}"
+      f"{kind} {source!r} is not UTF-8 text: byte {data[e.start]:#04x} at offset {e.start}"
     ) from None
   return text
 

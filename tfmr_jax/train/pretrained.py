@@ -26,6 +26,7 @@ from flax import nnx
 from tfmr_jax import decode
 from tfmr_jax.models import load_hf_dir
 from tfmr_jax.nn import state as model_state
+from tfmr_jax.tasks.corpus import CorpusError, decode_text
 from tfmr_jax.tasks.tokenizer import Tokenizer, encode_batch, load_tokenizer
 
 
@@ -125,7 +126,8 @@ def sample_pretrained(
 
 
 def read_text_file(path: str) -> str:
-  """The text of the file at `path`, or PretrainedError: it must exist and hold UTF-8 text."""
+  """The text of the file at `path`, or PretrainedError: it must exist and hold UTF-8 text
+  with no NUL byte (`tasks.corpus.decode_text`)."""
   if not os.path.exists(path):
     raise PretrainedError(f"text file {path!r} does not exist")
   if not os.path.isfile(path):
@@ -135,11 +137,9 @@ def read_text_file(path: str) -> str:
   if not data:
     raise PretrainedError(f"text file {path!r} is empty: scoring needs at least two tokens")
   try:
-    return data.decode("utf-8")
-  except UnicodeDecodeError as e:
-    raise PretrainedError(
-      f"text file {path!r} is not UTF-8 text: byte {data[e.start]:#04x} at offset {e.start}"
-    ) from None
+    return decode_text(data, source=path, kind="text file")
+  except CorpusError as e:  # a NUL byte, not UTF-8
+    raise PretrainedError(str(e)) from None
 
 
 def strided_windows(n: int, *, context: int, stride: int) -> list[tuple[int, int, int]]:
