@@ -34,6 +34,11 @@ heads, in one place each (`_queries`, `project_kv`): QK-norm first, then RoPE at
 `positions` ([T] or [B, T]). Self-attention rotates by arange(T) unless given
 positions; `extend` by the cache's length + arange(T), so a cached key keeps the
 rotation of the position it was written at.
+
+Logical axes (`tfmr_jax.nn.partitioning`): the query kernel [D, N*H] is (embed, heads),
+key and value [D, K*H] (embed, kv_heads), the output [N*H, D] (heads, embed), biases
+their output axis, QK-norm scales (norm,); q, k and v after the head split are
+constrained to (act_batch, act_length, act_heads, None).
 """
 
 from collections.abc import Callable
@@ -45,11 +50,23 @@ from tfmr_jax.nn.capture import sow_attention_weights
 from tfmr_jax.nn.dropout import check_dropout, make_dropout
 from tfmr_jax.nn.kv_cache import KVCache
 from tfmr_jax.nn.norms import make_norm
+from tfmr_jax.nn.partitioning import (
+  ACT_BATCH,
+  ACT_HEADS,
+  ACT_LENGTH,
+  EMBED,
+  HEADS,
+  KV_HEADS,
+  constrain,
+  param_axes,
+)
 from tfmr_jax.ops import apply_rope, attention, attention_weights, combine_masks
 from tfmr_jax.ops.flat_dot import flat_dot_general
 from tfmr_jax.ops.guards import check_floating, check_positive, check_rank
 
 _default_init = nnx.initializers.lecun_normal()
+# Logical axes of q_BTNH, k_BSKH and v_BSKH: the head dim H is never sharded.
+_HEADS_AXES = (ACT_BATCH, ACT_LENGTH, ACT_HEADS, None)
 
 
 class MultiHeadAttention(nnx.Module):
@@ -140,7 +157,8 @@ class MultiHeadAttention(nnx.Module):
     out_kernel_init = kernel_init if out_kernel_init is None else out_kernel_init
     N, K, H = num_heads, num_kv_heads, head_dim
 
-    def linear(d_in, d_out, init):
+    def linear(d_in, d_out, init, axes):
+      """[d_in, d_out] kernel with logical axes `axes`; the bias takes the output's."""
       return nnx.Linear(
         d_in,
         d_out,
@@ -148,14 +166,16 @@ class MultiHeadAttention(nnx.Module):
         kernel_init=init,
         dtype=dtype,
         param_dtype=param_dtype,
+        kernel_metadata=param_axes(*axes),
+        bias_metadata=param_axes(axes[1]),
         rngs=rngs,
         dot_general=flat_dot_general,
       )
 
-    self.query = linear(d_model, N * H, kernel_init)
-    self.key = linear(d_model, K * H, kernel_init)
-    self.value = linear(d_model, K * H, kernel_init)
-    self.out = linear(N * H, d_model, out_kernel_init)
+    self.query = linear(d_model, N * H, kernel_init, (EMBED, HEADS))
+    self.key = linear(d_model, K * H, kernel_init, (EMBED, KV_HEADS))
+    self.value = linear(d_model, K * H, kernel_init, (EMBED, KV_HEADS))
+    self.out = linear(N * H, d_model, out_kernel_init, (HEADS, EMBED))
     self.dropout = make_dropout(dropout, rngs)
     self.attention_dropout = make_dropout(attention_dropout, rngs, name="attention_dropout")
     self.rope_base, self.window = rope_base, window
@@ -186,6 +206,7 @@ class MultiHeadAttention(nnx.Module):
     """q_BTNH of x_BTD: projected, QK-normed, rotated."""
     B, T, _ = x_BTD.shape
     q_BTNH = self.query(x_BTD).reshape(B, T, self.num_heads, self.head_dim)
+    q_BTNH = constrain(q_BTNH, *_HEADS_AXES)
     if self.query_norm is not None:
       q_BTNH = self.query_norm(q_BTNH)
     return self._rotated(q_BTNH, positions)
@@ -198,9 +219,11 @@ class MultiHeadAttention(nnx.Module):
     self._check_input("context_BSD", context_BSD)
     B, S, _ = context_BSD.shape
     k_BSKH = self.key(context_BSD).reshape(B, S, self.num_kv_heads, self.head_dim)
+    k_BSKH = constrain(k_BSKH, *_HEADS_AXES)
     if self.key_norm is not None:
       k_BSKH = self.key_norm(k_BSKH)
     v_BSKH = self.value(context_BSD).reshape(B, S, self.num_kv_heads, self.head_dim)
+    v_BSKH = constrain(v_BSKH, *_HEADS_AXES)
     return self._rotated(k_BSKH, positions), v_BSKH
 
   def _dropout_options(self) -> dict:

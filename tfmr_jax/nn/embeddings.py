@@ -2,6 +2,9 @@
 
 Dimension key: B batch, T positions, D model dim, V vocabulary, P position table length.
 
+Logical axes: the token table [V, D] is (vocab, embed), a learned position table
+[P, D] (positions, embed).
+
 Weight tying goes through a method, `TokenEmbedding.attend(x_BTD) -> logits_BTV`,
 never through a Variable shared between two modules. Lookups return `dtype` (the
 compute dtype); `attend` computes the logits in float32 whatever it is.
@@ -10,6 +13,8 @@ compute dtype); `attend` computes the logits in float32 whatever it is.
 import jax.numpy as jnp
 from flax import nnx
 
+from tfmr_jax.nn.partitioning import EMBED, VOCAB, param_axes
+from tfmr_jax.nn.partitioning import POSITIONS as POSITIONS_AXIS
 from tfmr_jax.ops import sinusoidal_positions
 from tfmr_jax.ops.guards import check_positive
 
@@ -49,6 +54,7 @@ class TokenEmbedding(nnx.Module):
       embedding_init=embedding_init,
       dtype=dtype,
       param_dtype=param_dtype,
+      embedding_metadata=param_axes(VOCAB, EMBED),
       rngs=rngs,
     )
 
@@ -97,7 +103,13 @@ class PositionEmbedding(nnx.Module):
     if kind == "learned":
       init = nnx.initializers.normal(0.02) if embedding_init is None else embedding_init
       self.table = nnx.Embed(
-        max_len, d_model, embedding_init=init, dtype=dtype, param_dtype=param_dtype, rngs=rngs
+        max_len,
+        d_model,
+        embedding_init=init,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        embedding_metadata=param_axes(POSITIONS_AXIS, EMBED),
+        rngs=rngs,
       )
 
   def __call__(self, positions):

@@ -8,6 +8,9 @@ Dimension key: B batch, T positions, D model dim, F feed-forward dim.
 with act = SiLU for SwiGLU and GELU for GeGLU (Shazeer 2020, "GLU Variants Improve
 Transformer"). The gated ones have a third matrix, so at equal parameters F is 2/3
 of a plain FFN's (`gated_d_ff`).
+
+Logical axes: W1, Wg [D, F] are (embed, mlp), W2 [F, D] (mlp, embed); the hidden
+activation [B, T, F] is constrained to (act_batch, act_length, act_mlp).
 """
 
 import math
@@ -17,6 +20,15 @@ import jax.numpy as jnp
 from flax import nnx
 
 from tfmr_jax.nn.dropout import make_dropout
+from tfmr_jax.nn.partitioning import (
+  ACT_BATCH,
+  ACT_LENGTH,
+  ACT_MLP,
+  EMBED,
+  MLP,
+  constrain,
+  param_axes,
+)
 from tfmr_jax.ops.flat_dot import flat_dot_general
 from tfmr_jax.ops.guards import check_positive, check_rank
 
@@ -85,9 +97,13 @@ class FeedForward(nnx.Module):
       rngs=rngs,
       dot_general=flat_dot_general,
     )
-    self.gate = nnx.Linear(d_model, d_ff, **precision, **init) if activation in GATED else None
-    self.hidden = nnx.Linear(d_model, d_ff, **precision, **init)
-    self.out = nnx.Linear(d_ff, d_model, **precision, **out_init)
+    into_F = dict(kernel_metadata=param_axes(EMBED, MLP), bias_metadata=param_axes(MLP))
+    out_of_F = dict(kernel_metadata=param_axes(MLP, EMBED), bias_metadata=param_axes(EMBED))
+    self.gate = (
+      nnx.Linear(d_model, d_ff, **precision, **init, **into_F) if activation in GATED else None
+    )
+    self.hidden = nnx.Linear(d_model, d_ff, **precision, **init, **into_F)
+    self.out = nnx.Linear(d_ff, d_model, **precision, **out_init, **out_of_F)
     self.dropout = make_dropout(dropout, rngs)
 
   def __call__(self, x_BTD):
@@ -97,4 +113,5 @@ class FeedForward(nnx.Module):
       h_BTF = act(self.hidden(x_BTD))
     else:
       h_BTF = act(self.gate(x_BTD)) * self.hidden(x_BTD)
+    h_BTF = constrain(h_BTF, ACT_BATCH, ACT_LENGTH, ACT_MLP)
     return self.out(self.dropout(h_BTF))

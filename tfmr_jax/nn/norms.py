@@ -11,11 +11,14 @@ fast variance), so float32 statistics match PyTorch's LayerNorm; GPT-2 parity ne
 With a bfloat16 compute `dtype`, Flax's LayerNorm and RMSNorm still compute their
 statistics and the normalisation in float32 (`_compute_stats` promotes to at least
 float32) and round only the output to `dtype`; `tests/nn/test_precision.py` checks it.
-Both keep their gain in a parameter named `scale`.
+Both keep their gain in a parameter named `scale`; scale and bias have the logical axis
+name `norm` (also over H in QK-norm).
 """
 
 import jax.numpy as jnp
 from flax import nnx
+
+from tfmr_jax.nn.partitioning import NORM, param_axes
 
 NORMS = ("post", "pre")  # placements
 NORM_KINDS = ("layernorm", "rmsnorm")
@@ -38,6 +41,8 @@ def layer_norm(
     use_fast_variance=False,
     dtype=dtype,
     param_dtype=param_dtype,
+    scale_metadata=param_axes(NORM),
+    bias_metadata=param_axes(NORM),
     rngs=rngs,
   )
 
@@ -47,7 +52,14 @@ def rms_norm(
 ) -> nnx.RMSNorm:
   """RMSNorm over the last axis D, scale 1: [B, T, D] -> [B, T, D] in `dtype`; mean(x^2)
   in float32 at least."""
-  return nnx.RMSNorm(d_model, epsilon=epsilon, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+  return nnx.RMSNorm(
+    d_model,
+    epsilon=epsilon,
+    dtype=dtype,
+    param_dtype=param_dtype,
+    scale_metadata=param_axes(NORM),
+    rngs=rngs,
+  )
 
 
 def make_norm(

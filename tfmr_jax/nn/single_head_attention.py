@@ -5,7 +5,8 @@ Dimension key: B batch, T query length, S key/value length, D model dim, H head 
 The teaching module beside `MultiHeadAttention` (tfmr_jax/nn/attention.py, whose module
 docstring states the `attention_fn` protocol and how attention maps are sown): d_v may
 differ from d_k, there is no output projection, and the math goes through the same
-`attention_fn` when the two widths agree.
+`attention_fn` when the two widths agree. Its kernels [D, d_k] and [D, d_v] have the
+logical axes (embed, head_dim).
 """
 
 from collections.abc import Callable
@@ -14,6 +15,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from tfmr_jax.nn.capture import sow_attention_weights
+from tfmr_jax.nn.partitioning import EMBED, HEAD_DIM, param_axes
 from tfmr_jax.ops import attention, attention_weights
 from tfmr_jax.ops.guards import check_positive, check_rank
 
@@ -43,7 +45,12 @@ class SingleHeadAttention(nnx.Module):
       check_positive(name, value)
     self.d_k, self.d_v = d_k, d_v
     self.attention_fn, self.sow_attention = attention_fn, sow_attention
-    precision = dict(dtype=dtype, param_dtype=param_dtype)
+    precision = dict(
+      dtype=dtype,
+      param_dtype=param_dtype,
+      kernel_metadata=param_axes(EMBED, HEAD_DIM),
+      bias_metadata=param_axes(HEAD_DIM),
+    )
     self.query = nnx.Linear(d_model, d_k, use_bias=use_bias, rngs=rngs, **precision)
     self.key = nnx.Linear(d_model, d_k, use_bias=use_bias, rngs=rngs, **precision)
     self.value = nnx.Linear(d_model, d_v, use_bias=use_bias, rngs=rngs, **precision)
