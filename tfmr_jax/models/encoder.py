@@ -13,7 +13,13 @@ from collections.abc import Callable
 from flax import nnx
 
 from tfmr_jax.models.config import TransformerConfig
-from tfmr_jax.models.parts import check_tokens, key_padding_mask, logits_head, run_layers
+from tfmr_jax.models.parts import (
+  check_tokens,
+  constrain_logits,
+  key_padding_mask,
+  logits_head,
+  run_layers,
+)
 from tfmr_jax.models.stack import EmbeddedStack
 
 
@@ -46,4 +52,4 @@ class TransformerEncoder(EmbeddedStack):
     )
     mask = key_padding_mask("valid_BT", valid_BT, tokens_BT)
     x_BTD = self.normed(run_layers(self.layers, self.embed(tokens_BT), mask=mask))
-    return x_BTD if self.head is None else self.head(x_BTD)
+    return x_BTD if self.head is None else constrain_logits(self.head(x_BTD))

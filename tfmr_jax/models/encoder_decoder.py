@@ -28,6 +28,7 @@ from tfmr_jax.models.parts import (
   attention_fn_of,
   check_config,
   check_tokens,
+  constrain_logits,
   embedding_init,
   extend_layers,
   final_norm,
@@ -128,7 +129,8 @@ class EncoderDecoderTransformer(nnx.Module):
   def _logits(self, y_BTD):
     if self.decoder_norm is not None:
       y_BTD = self.decoder_norm(y_BTD)
-    return self._tgt_embedding.attend(y_BTD) if self.output is None else self.output(y_BTD)
+    head = self._tgt_embedding.attend if self.output is None else self.output
+    return constrain_logits(head(y_BTD))
 
   def decode(self, tgt_BT, memory_BSD, *, src_valid_BS=None, tgt_valid_BT=None):
     """Teacher-forced decoder: logits_BTV, position t seeing tgt[:t+1] and the whole memory."""

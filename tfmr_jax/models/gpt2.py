@@ -23,7 +23,13 @@ import jax.numpy as jnp
 from flax import nnx
 
 from tfmr_jax.models.config import TransformerConfig
-from tfmr_jax.models.parts import check_tokens, extend_layers, logits_head, run_layers
+from tfmr_jax.models.parts import (
+  check_tokens,
+  constrain_logits,
+  extend_layers,
+  logits_head,
+  run_layers,
+)
 from tfmr_jax.models.stack import EmbeddedStack
 from tfmr_jax.nn import KVCache
 from tfmr_jax.ops.guards import check_positive
@@ -49,7 +55,8 @@ class GPT2(EmbeddedStack):
 
   def _logits(self, x_BTD):
     x_BTD = self.normed(x_BTD)
-    return self.token_embedding.attend(x_BTD) if self.head is None else self.head(x_BTD)
+    head = self.token_embedding.attend if self.head is None else self.head
+    return constrain_logits(head(x_BTD))
 
   def __call__(self, tokens_BT):
     """Causal LM logits [B, T, V] (float32): position t sees tokens[:t+1]."""

@@ -1,6 +1,11 @@
 """What the three model families share: input checks, masks, the layer stack, its loops.
 
-Dimension key: B batch, T positions, D model dim, L layers.
+Dimension key: B batch, T positions, D model dim, L layers, V vocabulary (or outputs).
+
+The layer loops constrain the residual stream x_BTD at every block's input and output
+to the logical axes (act_batch, act_length, act_embed), and `constrain_logits` the
+logits to (act_batch, act_length, None): no-ops unless a mesh and rules are set
+(`tfmr_jax.nn.partitioning`).
 """
 
 import functools
@@ -15,6 +20,15 @@ from flax import nnx
 from tfmr_jax.models.config import TransformerConfig
 from tfmr_jax.nn import make_norm
 from tfmr_jax.nn import state as model_state
+from tfmr_jax.nn.partitioning import (
+  ACT_BATCH,
+  ACT_EMBED,
+  ACT_LENGTH,
+  EMBED,
+  VOCAB,
+  constrain,
+  param_axes,
+)
 from tfmr_jax.ops import attention, padding_mask
 from tfmr_jax.ops.debug import debug_enabled
 from tfmr_jax.ops.guards import check_rank
@@ -99,7 +113,7 @@ def precision(config: TransformerConfig) -> dict:
 def logits_head(num_outputs: int, config: TransformerConfig, *, rngs) -> nnx.Linear:
   """An untied output layer [B, T, D] -> [B, T, O]: parameters in param_dtype, computed in
   float32 (a bfloat16 stream is upcast), so the logits are float32 whatever the dtype.
-  A bias when config.use_bias."""
+  A bias when config.use_bias. Its kernel [D, O] has the logical axes (embed, vocab)."""
   param_dtype = precision(config)["param_dtype"]
   return nnx.Linear(
     config.d_model,
@@ -107,6 +121,8 @@ def logits_head(num_outputs: int, config: TransformerConfig, *, rngs) -> nnx.Lin
     use_bias=config.use_bias,
     dtype=jnp.float32,
     param_dtype=param_dtype,
+    kernel_metadata=param_axes(EMBED, VOCAB),
+    bias_metadata=param_axes(VOCAB),
     rngs=rngs,
   )
 
@@ -160,10 +176,21 @@ def make_layers(block, num_layers: int, config: TransformerConfig, *, attention_
   )
 
 
+def constrain_stream(x_BTD):
+  """The residual stream constrained to (act_batch, act_length, act_embed)."""
+  return constrain(x_BTD, ACT_BATCH, ACT_LENGTH, ACT_EMBED)
+
+
+def constrain_logits(logits_BTV):
+  """Logits constrained to (act_batch, act_length, None): the vocabulary is not split."""
+  return constrain(logits_BTV, ACT_BATCH, ACT_LENGTH, None)
+
+
 def run_layers(layers, x_BTD, *per_layer, **options):
   """x_BTD through every layer: `layer(x_BTD, *that layer's per_layer entries, **options)`."""
+  x_BTD = constrain_stream(x_BTD)
   for layer, *extras in zip(layers, *per_layer, strict=True):
-    x_BTD = layer(x_BTD, *extras, **options)
+    x_BTD = constrain_stream(layer(x_BTD, *extras, **options))
   return x_BTD
 
 
@@ -175,6 +202,6 @@ def extend_layers(layers, x_BTD, caches, *per_layer, **options):
     raise ValueError(f"cache has {len(caches)} layers, the model {len(layers)}")
   new_caches = []
   for layer, cache, *extras in zip(layers, caches, *per_layer, strict=True):
-    x_BTD, cache = layer.extend(x_BTD, cache, *extras, **options)
+    x_BTD, cache = layer.extend(constrain_stream(x_BTD), cache, *extras, **options)
     new_caches.append(cache)
-  return x_BTD, tuple(new_caches)
+  return constrain_stream(x_BTD), tuple(new_caches)
