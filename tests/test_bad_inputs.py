@@ -109,6 +109,42 @@ CONFIG_CASES = [
     ADDITION + ["--config.task.num_digits=19"],
     "config.task.num_digits = 19: must be an int in [1, 18]",
   ),
+  # The device layout (this process has one CPU device) and the multi-process section.
+  (
+    REVERSE + ["--config.mesh.data=2"],
+    "config.mesh = data 2 x fsdp 1 x model 1: the product of the mesh axes, 2, must equal "
+    "the number of devices, 1",
+  ),
+  (
+    REVERSE + ["--config.mesh.model=0"],
+    "config.mesh.model = 0: must be a positive number of devices, or -1",
+  ),
+  (
+    REVERSE + ["--config.mesh.fsdp=-1"],
+    "config.mesh.fsdp = -1: only one mesh axis may be -1 (config.mesh.data already is)",
+  ),
+  (
+    REVERSE + ["--config.distributed.coordinator_address=10.0.0.1:1234"],
+    "config.distributed.num_processes = None: a multi-process run needs coordinator_address",
+  ),
+  (
+    REVERSE
+    + [
+      "--config.distributed.coordinator_address=10.0.0.1",
+      "--config.distributed.num_processes=2",
+      "--config.distributed.process_id=0",
+    ],
+    "config.distributed.coordinator_address = '10.0.0.1': must be 'HOST:PORT'",
+  ),
+  (
+    REVERSE
+    + [
+      "--config.distributed.coordinator_address=10.0.0.1:1234",
+      "--config.distributed.num_processes=2",
+      "--config.distributed.process_id=2",
+    ],
+    "config.distributed.process_id = 2: must be less than config.distributed.num_processes = 2",
+  ),
   (REVERSE + ["--stop-at-step=0"], "flag --stop_at_step=0: 0 is not a positive integer"),
   (REVERSE + ["--stop-at-step=-1"], "flag --stop_at_step=-1: -1 is not a positive integer"),
 ]

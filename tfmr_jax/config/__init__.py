@@ -20,7 +20,7 @@ from tfmr_jax.config.model import model_config
 from tfmr_jax.config.recipe import RecipeError, load_recipe
 from tfmr_jax.config.rules import ConfigError
 from tfmr_jax.config.schema import SECTION_FIELDS, SECTIONS, TASK_FIELDS, defaults
-from tfmr_jax.config.validate import check_devices, validate
+from tfmr_jax.config.validate import check_devices, validate, validate_distributed
 
 __all__ = [
   "SECTIONS",
@@ -33,4 +33,5 @@ __all__ = [
   "load_recipe",
   "model_config",
   "validate",
+  "validate_distributed",
 ]

@@ -6,6 +6,8 @@ A config is an `ml_collections.ConfigDict` with four sections:
   model  the architecture; `model.kind` must suit the task's data format
   optim  optimizer, learning-rate schedule, gradient clipping, label smoothing
   train  seed, steps, batch size, and how often to evaluate, log and checkpoint
+  mesh   how the devices are laid out: data parallel, FSDP and tensor-parallel axes
+  distributed  how this process joins a multi-process run (jax.distributed)
 """
 
 from typing import Any
@@ -152,8 +154,29 @@ SECTION_FIELDS: dict[str, dict[str, tuple[Any, Rule]]] = {
     # Evaluate once before the first step too (the starting point of a fine-tuning run).
     "eval_at_start": (False, Rule(bool)),
   },
+  # The device mesh, axes ("data", "fsdp", "model"): the batch is split over data x fsdp,
+  # parameters and optimizer state over fsdp (ZeRO-3 style), attention heads and the
+  # feed-forward width over model (Megatron style). One axis may be -1: "the rest of the
+  # devices". The default is plain data parallelism over every device.
+  "mesh": {
+    "data": (-1, Rule(int, low=-1)),
+    "fsdp": (1, Rule(int, low=-1)),
+    "model": (1, Rule(int, low=-1)),
+  },
+  # Multi-process runs (one process per host, or per GPU): jax.distributed.initialize.
+  # coordinator_address "" and auto False = one process, as without this section.
+  "distributed": {
+    "coordinator_address": ("", Rule(str)),  # "HOST:PORT" of process 0
+    "num_processes": (None, Rule(int, optional=True, low=1)),
+    "process_id": (None, Rule(int, optional=True, low=0)),
+    # True: let JAX detect the cluster (SLURM, Kubernetes, Cloud TPU, Open MPI)
+    "auto": (False, Rule(bool)),
+    # A process that stops answering for this long fails the others, naming it.
+    "heartbeat_timeout_s": (30, positive_int()),
+    "initialization_timeout_s": (300, positive_int()),
+  },
 }
-SECTIONS = ("task", "model", "optim", "train")
+SECTIONS = ("task", "model", "optim", "train", "mesh", "distributed")
 
 
 def defaults(task: str) -> ml_collections.ConfigDict:

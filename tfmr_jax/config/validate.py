@@ -46,8 +46,68 @@ def validate(config) -> ml_collections.ConfigDict:
     for field, value in fields.items():
       resolved[section][field] = checked(f"{section}.{field}", value, schemas[section][field][1])
   _check_relations(resolved)
+  _check_mesh(resolved["mesh"])
+  _check_distributed(resolved["distributed"])
   _check_init_from(resolved)
   return ml_collections.ConfigDict(resolved)
+
+
+def validate_distributed(config) -> dict:
+  """The checked `distributed` section of a (possibly partial) config, defaults filled in.
+
+  Touches no JAX backend, so it can run before `jax.distributed.initialize`, which must
+  come before anything else initialises one (`validate` may: see `_check_cudnn`).
+  """
+  given = config.to_dict() if isinstance(config, ml_collections.ConfigDict) else dict(config)
+  fields = given.get("distributed", {})
+  if not isinstance(fields, dict):
+    raise ConfigError(f"config.distributed = {fields!r}: must be a section (a ConfigDict)")
+  schema = SECTION_FIELDS["distributed"]
+  check_keys("distributed.", fields, schema)
+  section = {field: default for field, (default, _) in schema.items()}
+  for field, value in fields.items():
+    section[field] = checked(f"distributed.{field}", value, schema[field][1])
+  _check_distributed(section)
+  return section
+
+
+def _check_mesh(mesh: dict) -> None:
+  """Each mesh axis is a positive size or -1 ("the rest"), and at most one is -1."""
+  for axis, size in mesh.items():
+    if size == 0 or size < -1:
+      raise ConfigError(
+        f"config.mesh.{axis} = {size}: must be a positive number of devices, or -1 for "
+        "the devices the other axes leave"
+      )
+  rest = [axis for axis, size in mesh.items() if size == -1]
+  if len(rest) > 1:
+    raise ConfigError(
+      f"config.mesh.{rest[1]} = -1: only one mesh axis may be -1 (config.mesh.{rest[0]} already is)"
+    )
+
+
+def _check_distributed(d: dict) -> None:
+  """An explicit multi-process run names its coordinator, size and rank, consistently."""
+  explicit = d["coordinator_address"] or d["num_processes"] is not None
+  if d["auto"] or not explicit:
+    return
+  for field in ("coordinator_address", "num_processes", "process_id"):
+    if d[field] in ("", None):
+      raise ConfigError(
+        f"config.distributed.{field} = {d[field]!r}: a multi-process run needs "
+        "coordinator_address ('HOST:PORT' of process 0), num_processes and process_id "
+        "(or distributed.auto = True on SLURM, Kubernetes or Cloud TPU)"
+      )
+  if not re.fullmatch(r"\[?[\w.:-]+\]?:\d+", d["coordinator_address"]):
+    raise ConfigError(
+      f"config.distributed.coordinator_address = {d['coordinator_address']!r}: must be "
+      "'HOST:PORT', e.g. '10.0.0.1:1234'"
+    )
+  if d["process_id"] >= d["num_processes"]:
+    raise ConfigError(
+      f"config.distributed.process_id = {d['process_id']}: must be less than "
+      f"config.distributed.num_processes = {d['num_processes']}"
+    )
 
 
 def _check_relations(c: dict) -> None:

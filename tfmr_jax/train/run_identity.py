@@ -5,7 +5,9 @@ differs in anything that changes the run (task, model, optimizer, schedule, seed
 batch size, ...) would silently mix two runs in one directory, so it is refused
 with a ConfigError listing every difference, unless the caller passes
 `allow_config_change=True` (`--allow-config-change`). Fields that only change how
-the run is watched are free: those in COSMETIC. `train.num_steps` may change
+the run is watched, or how it is laid out over devices and processes (the `mesh` and
+`distributed` sections: a run may resume on another layout), are free: those in
+COSMETIC. `train.num_steps` may change
 (extending a run is the usual case) but not to below the checkpoint's step.
 
 The corpus of char_lm and text is pinned at the first run (`pin_corpus`): its path
@@ -34,6 +36,9 @@ COSMETIC = {
     "debug_checks",
     "eval_at_start",
   },
+  # The layout: the same arithmetic on other devices, equal up to float round-off.
+  "mesh": {"data", "fsdp", "model"},
+  "distributed": set(config_lib.SECTION_FIELDS["distributed"]),
 }
 
 

@@ -1,0 +1,88 @@
+"""Training over several processes: the same losses as one device, checkpoints that move
+between layouts, and a lost process that stops the others instead of hanging them.
+
+Each multi-process run is two local processes with 4 forced CPU devices each, their
+collectives through gloo, started through the CLI as a user would.
+"""
+
+import json
+import signal
+import time
+
+import numpy as np
+import pytest
+
+from tests.train.multiprocess import run, start, write_recipe
+from tests.train.quick import quick_config
+from tfmr_jax.train import read_metrics, train
+
+STEPS = 20
+SECTIONS = {
+  "model": {"num_heads": 2},
+  "optim": {"warmup_steps": 5},
+  "train": {"num_steps": STEPS, "log_every": 1, "batch_size": 64, "eval_batch_size": 200},
+}
+
+
+def _losses(workdir) -> np.ndarray:
+  return np.asarray([r["loss"] for r in read_metrics(str(workdir), "train")])
+
+
+@pytest.fixture(scope="module")
+def one_device(tmp_path_factory):
+  """The 20 training losses of the run on this process's one device."""
+  workdir = tmp_path_factory.mktemp("one_device")
+  train(quick_config("reverse", **SECTIONS), str(workdir))
+  return _losses(workdir)
+
+
+def _assert_ok(results) -> None:
+  for i, (code, _, err) in enumerate(results):
+    assert code == 0, f"process {i} exited {code}: {err[-3000:]}"
+
+
+def test_two_processes_with_fsdp_train_as_one_device_and_resume_in_one(tmp_path, one_device):
+  recipe = write_recipe(tmp_path / "recipe.py", **SECTIONS)
+  workdir = tmp_path / "run"
+  mesh = ["--config.mesh.data=2", "--config.mesh.fsdp=4"]  # 8 devices over 2 processes
+  results = run(recipe, str(workdir), processes=2, devices=4, args=[*mesh, "--stop-at-step=10"])
+  _assert_ok(results)
+  reports = [json.loads(out.strip().splitlines()[-1]) for _, out, _ in results]
+  assert [r["step"] for r in reports] == [10, 10]  # both stopped at the same step
+  # Only process 0 wrote the run's files; both wrote the checkpoint.
+  np.testing.assert_allclose(_losses(workdir), one_device[:10], rtol=0, atol=1e-5)
+  # The checkpoint of 2 processes x 4 devices, FSDP, resumed by 1 process on 1 device.
+  train(quick_config("reverse", **SECTIONS), str(workdir))
+  np.testing.assert_allclose(_losses(workdir), one_device, rtol=0, atol=1e-5)
+
+
+def test_one_device_checkpoint_resumes_in_two_processes(tmp_path, one_device):
+  workdir = tmp_path / "run"
+  train(quick_config("reverse", **SECTIONS), str(workdir), stop_at_step=10)
+  recipe = write_recipe(tmp_path / "recipe.py", **SECTIONS)
+  tp = ["--config.mesh.fsdp=4", "--config.mesh.model=2"]  # fsdp 4 x model 2
+  _assert_ok(run(recipe, str(workdir), processes=2, devices=4, args=tp))
+  np.testing.assert_allclose(_losses(workdir), one_device, rtol=0, atol=1e-5)
+
+
+def test_a_killed_process_stops_the_other_within_a_minute_naming_it(tmp_path):
+  sections = {**SECTIONS, "train": {**SECTIONS["train"], "num_steps": 100_000}}
+  recipe = write_recipe(tmp_path / "recipe.py", **sections)
+  workdir = tmp_path / "run"
+  procs = start(recipe, str(workdir), processes=2, devices=4)
+  try:
+    deadline = time.monotonic() + 240
+    while len(read_metrics(str(workdir), "train")) < 3:  # both are stepping together
+      assert time.monotonic() < deadline, "the run did not start"
+      assert procs[0].poll() is None and procs[1].poll() is None, procs[0].stderr.read()
+      time.sleep(0.5)
+    procs[1].send_signal(signal.SIGKILL)
+    killed = time.monotonic()
+    _, err = procs[0].communicate(timeout=60)
+    waited = time.monotonic() - killed
+  finally:
+    for p in procs:
+      p.kill()
+  assert procs[0].returncode != 0
+  assert waited < 60
+  assert "tasks are unhealthy" in err and "\n1\n" in err, err[-3000:]
