@@ -175,7 +175,9 @@ def _run(command: str, fv: flags.FlagValues) -> int:
 
   _check_workdir(command, fv.workdir, step=fv.step)
   if command == "train":
-    config = config_lib.validate(_train_config(fv, train_lib))
+    given = _train_config(fv, train_lib)
+    train_lib.join(given)  # a multi-process run: first, before JAX starts a backend
+    config = config_lib.validate(given)
     train_lib.preflight(config, fv.workdir)  # a bad corpus or init_from: nothing written
     try:
       metrics = train_lib.train(

@@ -1,4 +1,4 @@
-"""Training from a config: the loop, checkpoints, metrics, data parallelism.
+"""Training from a config: the loop, checkpoints, metrics, the device mesh, many processes.
 
 from tfmr_jax import train
 metrics = train.train(config, "runs/reverse")    # dict of final held-out metrics
@@ -14,6 +14,7 @@ from tfmr_jax.train.checkpoint import (
   CheckpointWriteError,
   DamagedCheckpointWarning,
 )
+from tfmr_jax.train.distributed import join
 from tfmr_jax.train.hf_export import ExportError, export
 from tfmr_jax.train.loop import NonFiniteLossError, preflight, train
 from tfmr_jax.train.metrics_log import read_metrics
@@ -40,6 +41,7 @@ __all__ = [
   "export",
   "evaluate_text",
   "has_config",
+  "join",
   "load_config",
   "load_pretrained",
   "load_run",

@@ -17,6 +17,13 @@ same atomic rename), and a restore recomputes them. Without a requested step,
 warning (DamagedCheckpointWarning) about each newer one it passes over and why; if
 none is intact, or a requested step is damaged or missing, it raises
 CheckpointUnavailableError. It never falls back to a fresh start.
+
+Across processes and layouts: in a multi-process run every process calls `save` and
+`restore` (orbax writes each process's shards, process 0 the metadata); a checkpoint
+is restored into the layout of `template`, whatever layout wrote it, so a run saved by
+2 processes with FSDP resumes in 1 process on 1 device, and the other way round. The
+checksums are of whole arrays, so they hold across layouts too; a sharded array is
+gathered one leaf at a time to compute them.
 """
 
 import contextlib
@@ -33,6 +40,7 @@ import warnings
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
 
 class CheckpointWriteError(OSError):
@@ -63,7 +71,7 @@ def array_checksums(tree) -> dict[str, str]:
   """{leaf path: SHA-256 hex of the leaf's dtype, shape and bytes} of a tree of arrays."""
   checksums = {}
   for path, x in jax.tree_util.tree_flatten_with_path(tree)[0]:
-    a_host = np.ascontiguousarray(jax.device_get(x))
+    a_host = np.ascontiguousarray(_whole(x))
     digest = hashlib.sha256(f"{a_host.dtype.str}{a_host.shape}".encode())
     digest.update(a_host.tobytes())
     checksums[jax.tree_util.keystr(path)] = digest.hexdigest()
@@ -170,14 +178,18 @@ class Checkpointer:
 
   def set_aside_after(self, step: int) -> list[str]:
     """Rename the checkpoints newer than `step` to `<step>.damaged` (replacing any older
-    copy), so the run can write those steps again. Returns their new paths."""
+    copy), so the run can write those steps again. Returns their new paths. In a
+    multi-process run process 0 renames, and every process waits for it."""
     moved = []
     for s in self.steps():
       if s > step:
         target = os.path.join(self.directory, f"{s}.damaged")
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(os.path.join(self.directory, str(s)), target)
+        if jax.process_index() == 0:
+          shutil.rmtree(target, ignore_errors=True)
+          os.replace(os.path.join(self.directory, str(s)), target)
         moved.append(target)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices(f"set_aside_after_{step}")
     self._manager.reload()
     return moved
 
@@ -259,6 +271,14 @@ def _quiet_aborted_reads():
   finally:
     asyncio_log.disabled = was_disabled
     sys.unraisablehook = previous_hook
+
+
+def _whole(x) -> np.ndarray:
+  """The whole of array `x` on this host, gathered from the other processes if sharded
+  over them (every process must call this for the same arrays, in the same order)."""
+  if isinstance(x, jax.Array) and not x.is_fully_addressable:
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+  return np.asarray(jax.device_get(x))
 
 
 def _first_line(error: Exception) -> str:

@@ -3,13 +3,17 @@
     import tfmr_jax.train
     metrics = tfmr_jax.train.train(config, "runs/reverse")   # a notebook does the same
 
-Top to bottom: validate the config (a resume must match the recorded run); build the
-task, the model (a new run starts from `train.init_from`'s weights, if set) and the
-optimizer; restore the newest intact checkpoint if the work directory has one, then
-record the config; then step, logging, evaluating and checkpointing on their
+Top to bottom: join the multi-process run if the config asks for one; validate the
+config (a resume must match the recorded run); build the task, the mesh, the model (a
+new run starts from `train.init_from`'s weights, if set) and the optimizer; shard the
+state over the mesh; restore the newest intact checkpoint if the work directory has
+one, then record the config; then step, logging, evaluating and checkpointing on their
 schedules; evaluate at the end.
 Data is a pure function of (seed, step) and the checkpoint holds everything else,
-so a resumed run takes exactly the steps the uninterrupted one would.
+so a resumed run takes exactly the steps the uninterrupted one would, on any layout.
+In a multi-process run every process runs this loop on the same global batches (each
+transferring only its own devices' rows) and takes part in every checkpoint; only
+process 0 writes config.json, metrics.jsonl, TensorBoard events and the progress bar.
 """
 
 import contextlib
@@ -18,21 +22,27 @@ import os
 import sys
 import time
 
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from tfmr_jax import config as config_lib
 from tfmr_jax.nn import state as model_state
 from tfmr_jax.tasks import make_task
-from tfmr_jax.train.build import build_model
+from tfmr_jax.train import distributed
+from tfmr_jax.train.build import build_model, model_config_of
 from tfmr_jax.train.checkpoint import Checkpointer
 from tfmr_jax.train.evaluate import decodes_answers, evaluate_held_out, greedy_exact_match
 from tfmr_jax.train.init_from import check_init_from, check_vocab, initial_params
 from tfmr_jax.train.interrupt import stop_requests
+from tfmr_jax.train.mesh import batch_devices, make_mesh
 from tfmr_jax.train.metrics_log import MetricsLog
 from tfmr_jax.train.optim import build_optimizer
 from tfmr_jax.train.run_config import load_config, save_config
 from tfmr_jax.train.run_identity import check_resume, pin_corpus
-from tfmr_jax.train.sharding import data_mesh, put_batch, put_replicated
+from tfmr_jax.train.sharding import place_state, put_batch, replicated, sharding_context
+from tfmr_jax.train.sharding import state_shardings as shardings_of
 from tfmr_jax.train.step import all_finite, init_state, make_eval_step, make_train_step
 from tfmr_jax.train.train_window import TrainWindow
 
@@ -66,13 +76,15 @@ def train(
     (a damaged newest one is passed over with a DamagedCheckpointWarning).
   """
   start_time = time.perf_counter()
+  distributed.join(config)  # first: before anything touches a JAX backend
   config = config_lib.validate(config)
-  mesh = data_mesh()
-  config_lib.check_devices(config, mesh.size)
+  mesh = check_layout(config)
+  primary = distributed.is_primary()
   t = config.train
   checkpoints = Checkpointer(os.path.join(workdir, "checkpoints"), keep=t.keep_checkpoints)
   with contextlib.ExitStack() as cleanup:
     cleanup.callback(checkpoints.close)
+    cleanup.enter_context(sharding_context(mesh))
     if checkpoints.latest_step() is None:
       config = pin_corpus(config)
     else:
@@ -97,7 +109,7 @@ def train(
       model = model_state.merge(parts.graphdef, initial_params(config, parts.params), parts.rest)
     tx, schedule = build_optimizer(config)
     train_graphdef, eval_graphdef, state = init_state(model, tx)
-    state = put_replicated(state, mesh)
+    state = place_state(state, mesh)
     train_step = make_train_step(
       train_graphdef,
       tx,
@@ -105,6 +117,7 @@ def train(
       label_smoothing=config.optim.label_smoothing,
       grad_accum_steps=t.grad_accum_steps,
       debug_checks=t.debug_checks,
+      out_shardings=(shardings_of(state, mesh), replicated(mesh)),
     )
     eval_step = make_eval_step(eval_graphdef, data_format=task.format)
 
@@ -129,8 +142,9 @@ def train(
       window = TrainWindow.from_dict(checkpoints.extra(int(state.step)).get("train_window", {}))
     start = int(state.step)
     checkpoints.set_aside_after(start)  # damaged newer ones: this run writes those steps again
-    save_config(config, workdir)  # only now: a failed resume leaves the recorded run as it was
-    log = MetricsLog(workdir, tensorboard=t.tensorboard)
+    if primary:  # only now: a failed resume leaves the recorded run as it was
+      save_config(config, workdir)
+    log = MetricsLog(workdir, tensorboard=t.tensorboard, enabled=primary)
     cleanup.callback(log.close)
     log.truncate_after(start)
     stop = cleanup.enter_context(stop_requests())
@@ -139,7 +153,7 @@ def train(
         total=t.num_steps,
         initial=start,
         desc=task.name,
-        disable=not t.progress_bar,
+        disable=not (t.progress_bar and primary),
         dynamic_ncols=True,
       )
     )
@@ -147,7 +161,7 @@ def train(
     if t.eval_at_start and start == 0:
       held_out = evaluate_now(state)
       log.write(0, task.eval_split, held_out)
-      tqdm.write(_describe(0, task.eval_split, held_out), file=sys.stderr)
+      _say(_describe(0, task.eval_split, held_out))
     for step in range(start, t.num_steps):
       batch = put_batch(task.train_batch(t.seed, step, t.batch_size), mesh)
       done = step + 1
@@ -172,10 +186,10 @@ def train(
       if done % t.eval_every == 0 and done < t.num_steps:
         held_out = evaluate_now(state)
         log.write(done, task.eval_split, held_out)
-        tqdm.write(_describe(done, task.eval_split, held_out), file=sys.stderr)
+        _say(_describe(done, task.eval_split, held_out))
       if done % t.checkpoint_every == 0:
         save(state)
-      if stop or done == stop_at_step:
+      if _any_process(bool(stop)) or done == stop_at_step:
         save(state)
         return {
           "step": done,
@@ -194,7 +208,7 @@ def train(
         batch_size=t.eval_batch_size,
       )
     log.write(int(state.step), task.eval_split, final)
-    tqdm.write(_describe(int(state.step), task.eval_split, final), file=sys.stderr)
+    _say(_describe(int(state.step), task.eval_split, final))
     save(state)
     return {
       "step": int(state.step),
@@ -205,16 +219,41 @@ def train(
     }
 
 
+def check_layout(config):
+  """The mesh of `config` over every device, or ConfigError naming the field, the value
+  and the rule: the mesh axes' product must be the device count, heads and widths must
+  divide over the model axis, batches over the data x fsdp axes. `config` is validated."""
+  task = make_task(**config.task)
+  mesh = make_mesh(config.mesh, model_config_of(config, task))
+  config_lib.check_devices(config, batch_devices(mesh))
+  return mesh
+
+
 def preflight(config, workdir: str) -> None:
   """What `train` would refuse of its inputs, checked before it writes anything: a new
-  run's `train.init_from`, then the corpus (and tokenizer) of char_lm and text.
-  `config` is validated."""
+  run's `train.init_from`, the corpus (and tokenizer) of char_lm and text, then the
+  device layout. `config` is validated."""
   if not _has_checkpoints(workdir):
     check_init_from(config)
   if config.task.name in ("char_lm", "text"):
     task = make_task(**config.task)
     if not _has_checkpoints(workdir):
       check_vocab(config, task)
+  check_layout(config)
+
+
+def _any_process(flag: bool) -> bool:
+  """Whether `flag` holds on any process: a stop request (SIGTERM to one process, say)
+  stops them all at the same step, so none waits on a peer that stopped."""
+  if jax.process_count() == 1:
+    return flag
+  return bool(np.any(multihost_utils.process_allgather(np.asarray(flag))))
+
+
+def _say(line: str) -> None:
+  """One line to stderr, above the progress bar, from process 0 only."""
+  if distributed.is_primary():
+    tqdm.write(line, file=sys.stderr)
 
 
 def _has_checkpoints(workdir: str) -> bool:

@@ -16,24 +16,31 @@ class MetricsLog:
 
   On a resumed run, `truncate_after(step)` first drops records newer than the
   restored checkpoint, so the file describes one continuous run.
+  With `enabled=False` (every process of a multi-process run but the first) it writes
+  nothing.
   """
 
-  def __init__(self, workdir: str, *, tensorboard: bool = True):
+  def __init__(self, workdir: str, *, tensorboard: bool = True, enabled: bool = True):
     self.path = os.path.join(workdir, "metrics.jsonl")
+    self.enabled = enabled
     self._writer = None
-    if tensorboard:
+    if tensorboard and enabled:
       from tensorboardX import SummaryWriter
 
       self._writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
   def truncate_after(self, step: int) -> None:
     """Keep only the records with step <= `step`."""
+    if not self.enabled:
+      return
     kept = [r for r in read_metrics(os.path.dirname(self.path)) if r["step"] <= step]
     with open(self.path + ".tmp", "w") as f:
       f.writelines(json.dumps(r) + "\n" for r in kept)
     os.replace(self.path + ".tmp", self.path)
 
   def write(self, step: int, split: str, metrics: dict) -> None:
+    if not self.enabled:
+      return
     record = {"step": int(step), "split": split}
     record.update({k: _json_number(v) for k, v in metrics.items()})
     with open(self.path, "a") as f:

@@ -24,10 +24,13 @@ from tfmr_jax.train.evaluate import (
   greedy_answers,
   greedy_exact_match,
 )
+from tfmr_jax.train.mesh import batch_devices, make_mesh
 from tfmr_jax.train.optim import build_optimizer
 from tfmr_jax.train.run_config import load_config
-from tfmr_jax.train.sharding import data_mesh, put_replicated
+from tfmr_jax.train.sharding import place_state
 from tfmr_jax.train.step import TrainState, init_state, make_eval_step
+
+DATA_PARALLEL = {"data": -1, "fsdp": 1, "model": 1}
 
 
 @dataclasses.dataclass
@@ -73,9 +76,10 @@ def load_run(workdir: str, *, step: int | None = None) -> Run:
 def evaluate(workdir: str, *, step: int | None = None) -> dict:
   """{"step", "split", <held-out metrics>} of the run's checkpoint (default: the latest)."""
   run = load_run(workdir, step=step)
-  mesh = data_mesh()
-  config_lib.check_devices(run.config, mesh.size)
-  state = put_replicated(run.state, mesh)
+  # Data parallel over this process's devices, whatever layout trained the run.
+  mesh = make_mesh(DATA_PARALLEL, devices=jax.local_devices())
+  config_lib.check_devices(run.config, batch_devices(mesh))
+  state = place_state(run.state, mesh)
   eval_step = make_eval_step(run.eval_graphdef, data_format=run.task.format)
   metrics = evaluate_held_out(
     eval_step, state.params, state.rest, run.task, mesh, batch_size=run.config.train.eval_batch_size

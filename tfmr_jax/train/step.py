@@ -79,6 +79,7 @@ def make_train_step(
   label_smoothing: float = 0.0,
   grad_accum_steps: int = 1,
   debug_checks: bool = False,
+  out_shardings=None,
 ):
   """jitted (TrainState, batch) -> (TrainState, metrics); the input state is donated.
 
@@ -97,6 +98,10 @@ def make_train_step(
   op's inputs and output (`tfmr_jax.ops.debug_checks`), or the call raises
   AssertionError naming what broke: the step and the leaves, or the op and its
   argument. Costs a host sync per step; off by default.
+
+  out_shardings: (the TrainState's shardings, the metrics' sharding), so the updated
+  state keeps the layout it came in with (`tfmr_jax.train.sharding`); None = XLA's
+  choice.
   """
 
   @traced_once
@@ -133,7 +138,7 @@ def make_train_step(
       _assert_finite(state.step + 1, loss=loss, gradients=grads, parameters=params)
     return TrainState(state.step + 1, params, rest, opt_state), {"loss": loss, **sums}
 
-  step_fn = jax.jit(train_step, donate_argnums=0)
+  step_fn = jax.jit(train_step, donate_argnums=0, out_shardings=out_shardings)
   return chex.chexify(step_fn, async_check=False) if debug_checks else step_fn
 
 
