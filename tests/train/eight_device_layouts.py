@@ -12,6 +12,7 @@ import jax
 import numpy as np
 from flax import nnx
 
+from experiments import sharding_memory
 from tests.train.quick import quick_config
 from tests.train.test_distributed import SECTIONS
 from tfmr_jax import decode
@@ -66,7 +67,19 @@ def sharded_decoding() -> dict:
   return {"one": one.tolist(), "sharded": many.tolist(), "kernel_sharding": str(kernel.sharding)}
 
 
+def memory_table(root: str) -> dict:
+  """experiments/sharding_memory.py on a tiny GPT: the state shares of every layout, and
+  one compiled step's memory analysis."""
+  result = sharding_memory.main(["--tiny", "--no-compile", "--out", root])
+  tiny = TransformerConfig.gpt(vocab_size=97, max_len=16, num_layers=2, d_model=32, num_heads=4)
+  compiled = sharding_memory.measure(
+    tiny, sharding_memory.LAYOUTS["fsdp 4 x model 2"], batch=8, compile_step=True
+  )
+  return {"rows": result["rows"], "compiled": compiled}
+
+
 if __name__ == "__main__":
   result = {"devices": jax.device_count(), "layouts": train_layouts(sys.argv[1])}
   result["decoding"] = sharded_decoding()
+  result["memory"] = memory_table(f"{sys.argv[1]}/memory")
   print(json.dumps(result))

@@ -12,12 +12,13 @@ import subprocess
 import sys
 import time
 
+import jax
 import numpy as np
 import pytest
 
 from tests.train.multiprocess import REPO, device_env, run, start, write_recipe
 from tests.train.quick import quick_config
-from tfmr_jax.train import read_metrics, train
+from tfmr_jax.train import load_run, read_metrics, train
 
 STEPS = 20
 SECTIONS = {
@@ -32,11 +33,29 @@ def _losses(workdir) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def one_device(tmp_path_factory):
-  """The 20 training losses of the run on this process's one device."""
+def one_device_run(tmp_path_factory):
+  """The work directory of the run on this process's one device."""
   workdir = tmp_path_factory.mktemp("one_device")
   train(quick_config("reverse", **SECTIONS), str(workdir))
-  return _losses(workdir)
+  return workdir
+
+
+@pytest.fixture(scope="module")
+def one_device(one_device_run):
+  """The 20 training losses of the run on this process's one device."""
+  return _losses(one_device_run)
+
+
+def _assert_same_parameters(workdir, reference) -> None:
+  """The final parameters within 1e-6 of the reference run's, except the key bias: its
+  gradient is zero in exact arithmetic (a constant on every key's logit cancels in the
+  softmax), so it moves by round-off noise that Adam scales to the learning rate."""
+  ours, theirs = load_run(str(workdir)).state.params, load_run(str(reference)).state.params
+  flat = jax.tree_util.tree_flatten_with_path(ours)[0]
+  for (path, a), b in zip(flat, jax.tree.leaves(theirs), strict=True):
+    name = jax.tree_util.keystr(path, simple=True, separator="/")
+    if "attention/key/bias" not in name:
+      np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-6, err_msg=name)
 
 
 def _assert_ok(results) -> None:
@@ -44,7 +63,9 @@ def _assert_ok(results) -> None:
     assert code == 0, f"process {i} exited {code}: {err[-3000:]}"
 
 
-def test_two_processes_with_fsdp_train_as_one_device_and_resume_in_one(tmp_path, one_device):
+def test_two_processes_with_fsdp_train_as_one_device_and_resume_in_one(
+  tmp_path, one_device, one_device_run
+):
   recipe = write_recipe(tmp_path / "recipe.py", **SECTIONS)
   workdir = tmp_path / "run"
   mesh = ["--config.mesh.data=2", "--config.mesh.fsdp=4"]  # 8 devices over 2 processes
@@ -57,6 +78,7 @@ def test_two_processes_with_fsdp_train_as_one_device_and_resume_in_one(tmp_path,
   # The checkpoint of 2 processes x 4 devices, FSDP, resumed by 1 process on 1 device.
   train(quick_config("reverse", **SECTIONS), str(workdir))
   np.testing.assert_allclose(_losses(workdir), one_device, rtol=0, atol=1e-5)
+  _assert_same_parameters(workdir, one_device_run)
 
 
 @pytest.mark.slow  # its mirror image, 2 processes -> 1, is in the default suite
@@ -125,3 +147,11 @@ def test_every_layout_on_eight_devices_trains_as_one_device_holding_its_share(tm
   decoding = result["decoding"]
   assert decoding["sharded"] == decoding["one"]
   assert "P('fsdp', 'model')" in decoding["kernel_sharding"]
+  # experiments/sharding_memory.py on a tiny GPT: the same shares, read off the shardings.
+  memory = result["memory"]
+  rows = memory["rows"]
+  whole = rows["replicated (data 8)"]["state_bytes"]
+  assert rows["fsdp 8"]["state_bytes"] <= 1.3 * whole / 8
+  assert rows["data 4 x model 2"]["state_bytes"] < whole
+  assert memory["compiled"]["temp_bytes"] > 0
+  assert memory["compiled"]["state_bytes"] == rows["fsdp 4 x model 2"]["state_bytes"]

@@ -42,6 +42,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
+from tfmr_jax.train.sharding import is_key, to_host
+
 
 class CheckpointWriteError(OSError):
   """A checkpoint could not be written; earlier checkpoints are untouched."""
@@ -59,19 +61,15 @@ class _Damaged(Exception):
   """One checkpoint does not read back, or does not match its checksums."""
 
 
-def _is_key(x) -> bool:
-  return hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
-
-
 def _saveable(tree):
-  return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, tree)
+  return jax.tree.map(lambda x: jax.random.key_data(x) if is_key(x) else x, tree)
 
 
 def array_checksums(tree) -> dict[str, str]:
   """{leaf path: SHA-256 hex of the leaf's dtype, shape and bytes} of a tree of arrays."""
   checksums = {}
   for path, x in jax.tree_util.tree_flatten_with_path(tree)[0]:
-    a_host = np.ascontiguousarray(_whole(x))
+    a_host = np.ascontiguousarray(to_host(x))
     digest = hashlib.sha256(f"{a_host.dtype.str}{a_host.shape}".encode())
     digest.update(a_host.tobytes())
     checksums[jax.tree_util.keystr(path)] = digest.hexdigest()
@@ -217,7 +215,7 @@ class Checkpointer:
       if wrong:
         raise _Damaged(f"{len(wrong)} arrays do not match their SHA-256 checksums, e.g. {wrong[0]}")
     return jax.tree.map(
-      lambda t, r: jax.random.wrap_key_data(r, impl=jax.random.key_impl(t)) if _is_key(t) else r,
+      lambda t, r: jax.random.wrap_key_data(r, impl=jax.random.key_impl(t)) if is_key(t) else r,
       template,
       restored,
     )
@@ -271,14 +269,6 @@ def _quiet_aborted_reads():
   finally:
     asyncio_log.disabled = was_disabled
     sys.unraisablehook = previous_hook
-
-
-def _whole(x) -> np.ndarray:
-  """The whole of array `x` on this host, gathered from the other processes if sharded
-  over them (every process must call this for the same arrays, in the same order)."""
-  if isinstance(x, jax.Array) and not x.is_fully_addressable:
-    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-  return np.asarray(jax.device_get(x))
 
 
 def _first_line(error: Exception) -> str:

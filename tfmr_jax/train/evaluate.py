@@ -12,7 +12,7 @@ from flax import nnx
 
 from tfmr_jax import decode
 from tfmr_jax.train.loss import add_sums, finalize
-from tfmr_jax.train.sharding import put_batch
+from tfmr_jax.train.sharding import put_batch, to_host
 
 
 def evaluate_held_out(eval_step, params, rest, task, mesh, *, batch_size: int) -> dict:
@@ -35,7 +35,7 @@ def greedy_answers(model: nnx.Module, task, inputs_BT: np.ndarray) -> np.ndarray
     out_BT = decode.generate_seq2seq(model, inputs_BT, max_new_tokens=M, bos_id=task.bos_id)
   else:
     out_BT = decode.generate(model, inputs_BT, max_new_tokens=M, temperature=0.0)
-  return np.asarray(out_BT[:, -M:])
+  return to_host(out_BT)[:, -M:]  # gathered, if decoding ran over many processes
 
 
 def greedy_exact_match(model: nnx.Module, task, *, batch_size: int) -> float:

@@ -16,6 +16,7 @@ import math
 import jax
 import numpy as np
 from flax import nnx
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from tfmr_jax.train.mesh import BATCH_AXES, LOGICAL_AXIS_RULES
@@ -61,7 +62,7 @@ def place(tree, shardings):
   `shardings`: each process builds only the shards of its own devices."""
 
   def put(x, sharding):
-    if _is_key(x):
+    if is_key(x):
       data = put(jax.random.key_data(x), sharding)
       return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
     host = np.asarray(x)
@@ -88,7 +89,16 @@ def put_batch(batch: dict, mesh: Mesh) -> dict:
   return {name: place(np.asarray(x), sharding) for name, x in batch.items()}
 
 
-def _is_key(x) -> bool:
+def to_host(x) -> np.ndarray:
+  """The whole of array `x` on this host, gathered from the other processes if it spans
+  them (then every process must call this for the same arrays, in the same order)."""
+  if isinstance(x, jax.Array) and not x.is_fully_addressable:
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+  return np.asarray(jax.device_get(x))
+
+
+def is_key(x) -> bool:
+  """Whether `x` is an array of typed JAX PRNG keys."""
   return hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
 
 
@@ -97,7 +107,7 @@ def bytes_per_device(tree) -> dict:
   devices: what sharding saves, measured on the arrays themselves."""
   totals = {}
   for x in jax.tree.leaves(tree):
-    x = jax.random.key_data(x) if _is_key(x) else x
+    x = jax.random.key_data(x) if is_key(x) else x
     for shard in x.addressable_shards:
       totals[shard.device] = totals.get(shard.device, 0) + shard.data.nbytes
   return totals
