@@ -100,7 +100,7 @@ def test_a_killed_process_stops_the_other_within_a_minute_naming_it(tmp_path):
     str(workdir),
     processes=2,
     devices=4,
-    args=["--config.distributed.heartbeat_timeout_s=10"],
+    args=["--config.distributed.heartbeat_timeout_s=5"],
   )
   try:
     deadline = time.monotonic() + 240
