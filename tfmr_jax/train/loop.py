@@ -31,7 +31,7 @@ from tfmr_jax import config as config_lib
 from tfmr_jax.nn import state as model_state
 from tfmr_jax.tasks import make_task
 from tfmr_jax.train import distributed
-from tfmr_jax.train.build import build_model, model_config_of
+from tfmr_jax.train.build import build_model, build_state, model_config_of
 from tfmr_jax.train.checkpoint import Checkpointer
 from tfmr_jax.train.evaluate import decodes_answers, evaluate_held_out, greedy_exact_match
 from tfmr_jax.train.init_from import check_init_from, check_vocab, initial_params
@@ -102,14 +102,15 @@ def train(
     if fresh:
       check_init_from(config)
     task = make_task(**config.task)
-    model = build_model(config, task, seed=t.seed)
+    tx, schedule = build_optimizer(config)
     if fresh and t.init_from:
       check_vocab(config, task)
-      parts = model_state.split(model)
+      parts = model_state.split(build_model(config, task, seed=t.seed))
       model = model_state.merge(parts.graphdef, initial_params(config, parts.params), parts.rest)
-    tx, schedule = build_optimizer(config)
-    train_graphdef, eval_graphdef, state = init_state(model, tx)
-    state = place_state(state, mesh)
+      train_graphdef, eval_graphdef, state = init_state(model, tx)
+      state = place_state(state, mesh)
+    else:  # a resume builds it too, as the template its checkpoint restores into
+      train_graphdef, eval_graphdef, state = build_state(config, task, tx, mesh)
     train_step = make_train_step(
       train_graphdef,
       tx,
