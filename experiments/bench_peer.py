@@ -120,9 +120,11 @@ def case_specs(args, data_dir: Path) -> list[dict]:
       data = data_dir / f"{case}.npz"
       np.savez(data, **{k: np.stack([np.asarray(b[k]) for b in batches]) for k in batches[0]})
       m, o = config.model, config.optim
-      specs.append(
+      specs.extend(
         {
-          "case": case,
+          "case": case if n == 1 else f"{case}, {n} devices",
+          "mode": case,
+          "host_devices": n,
           "kind": "step",
           "data": str(data),
           "corpus_path": args.corpus_path,
@@ -148,6 +150,7 @@ def case_specs(args, data_dir: Path) -> list[dict]:
             "num_steps": config.train.num_steps,
           },
         }
+        for n in args.host_devices
       )
     else:
       for T in args.T:
@@ -165,13 +168,17 @@ def case_specs(args, data_dir: Path) -> list[dict]:
 
 
 # --------------------------------------------------------------------------- children
-def child_env(threads: int, framework: str) -> dict:
-  """The environment of a child: every thread pool sized to `threads`."""
+def child_env(threads: int, framework: str, host_devices: int = 1) -> dict:
+  """The environment of a child: every thread pool sized to `threads`; for ours with
+  host_devices > 1, the CPU split into that many XLA devices."""
   env = dict(os.environ)
   for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     env[name] = str(threads)
   if framework == "jax" and threads == 1:
     flags = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+    env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {flags}".strip()
+  if framework == "jax" and host_devices > 1:
+    flags = f"--xla_force_host_platform_device_count={host_devices}"
     env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {flags}".strip()
   env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
   return env
@@ -193,7 +200,7 @@ def run_child(framework: str, spec: dict, timeout_s: float) -> dict:
     ]
     done = subprocess.run(
       command,
-      env=child_env(spec["threads"], framework),
+      env=child_env(spec["threads"], framework, spec.get("host_devices", 1)),
       capture_output=True,
       text=True,
       timeout=timeout_s,
@@ -249,10 +256,19 @@ def jax_worker(spec: dict) -> dict:
   if spec["kind"] == "step":
     from tfmr_jax.tasks import make_task
 
-    config = step_config(spec["case"], spec["corpus_path"])
+    config = step_config(spec["mode"], spec["corpus_path"])
     arrays = np.load(spec["data"])
-    batches = [jax.device_put({k: arrays[k][i] for k in arrays.files}) for i in range(NUM_BATCHES)]
-    built = bench_train.build_step(config, make_task(**config.task), batches)
+    host_batches = [{k: arrays[k][i] for k in arrays.files} for i in range(NUM_BATCHES)]
+    mesh = None
+    if spec.get("host_devices", 1) > 1:  # data parallel over the CPU's XLA devices
+      from tfmr_jax.train.mesh import make_mesh
+      from tfmr_jax.train.sharding import put_batch
+
+      mesh = make_mesh({"data": -1, "fsdp": 1, "model": 1})
+      batches = [put_batch(b, mesh) for b in host_batches]
+    else:
+      batches = [jax.device_put(b) for b in host_batches]
+    built = bench_train.build_step(config, make_task(**config.task), batches, mesh=mesh)
     column = bench_train.Column(built, batches)
     losses = []
 
@@ -440,7 +456,12 @@ def machine_info(args) -> dict:
         model = line.split(":", 1)[1].strip()
   except OSError:
     pass
-  return {"cpu": model, "cpus": os.cpu_count(), "threads": args.threads, "cpu_flags": flags}
+  return {
+    "cpu": model,
+    "cpus": os.cpu_count(),
+    "threads": args.threads,
+    "cpu_flags": flags,
+  }
 
 
 def machine_line(results: dict) -> str:
@@ -558,6 +579,14 @@ def parse_args(argv=None):
   p.add_argument("--steps", type=int, default=None, help="timed calls per child (default: by case)")
   p.add_argument("--warmup", type=int, default=None, help="untimed calls first (default: by case)")
   p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+  p.add_argument(
+    "--host-devices",
+    type=int,
+    nargs="+",
+    default=[1],
+    help="training steps: one case per value, ours data parallel over that many XLA CPU "
+    "devices (e.g. 1 2: one device, and one per core)",
+  )
   p.add_argument("--ceiling-reps", type=int, default=3, help="0: skip the matmul rate (no MFU)")
   p.add_argument("--corpus-path", default=None, help="overrides the recipes' task.corpus_path")
   p.add_argument("--child-timeout-s", type=float, default=1800.0)

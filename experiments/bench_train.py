@@ -82,6 +82,7 @@ from tfmr_jax.ops.implementations import (  # noqa: E402
 from tfmr_jax.tasks import make_task  # noqa: E402
 from tfmr_jax.train.build import build_model  # noqa: E402
 from tfmr_jax.train.optim import build_optimizer  # noqa: E402
+from tfmr_jax.train.sharding import place_state, replicated, state_shardings  # noqa: E402
 from tfmr_jax.train.step import init_state, make_train_step  # noqa: E402
 
 RESULTS = ROOT / "experiments" / "results"
@@ -149,14 +150,26 @@ def recipe_config(recipe: str, impl: str, corpus_path: str | None, dtype: str = 
   return config_lib.validate(config)
 
 
-def build_step(config, task, batches: list[dict]) -> dict:
-  """The recipe's real train step, AOT-compiled, with its initial state and parameter count."""
+def build_step(config, task, batches: list[dict], mesh=None) -> dict:
+  """The recipe's real train step, AOT-compiled, with its initial state and parameter count.
+
+  mesh: None = one device; else the state is placed on `mesh` as `tfmr-jax train` places
+  it (`batches` must already be split over it).
+  """
   model = build_model(config, task, seed=config.train.seed)
   n_params = count_params(model)
   tx, _ = build_optimizer(config)
   graphdef, _, state = init_state(model, tx)
+  out_shardings = None
+  if mesh is not None:
+    state = place_state(state, mesh)
+    out_shardings = (state_shardings(state, mesh), replicated(mesh))
   step = make_train_step(
-    graphdef, tx, data_format=task.format, label_smoothing=config.optim.label_smoothing
+    graphdef,
+    tx,
+    data_format=task.format,
+    label_smoothing=config.optim.label_smoothing,
+    out_shardings=out_shardings,
   )
   start = time.perf_counter()
   compiled = step.lower(state, batches[0]).compile()

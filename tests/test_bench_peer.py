@@ -5,6 +5,7 @@ import json
 import os
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -16,14 +17,14 @@ from experiments import bench_peer  # noqa: E402
 TEXT = "to be or not to be, that is the question.\n" * 40
 
 
-def tiny_run(tmp_path, frameworks, cases):
+def tiny_run(tmp_path, frameworks, cases, extra=()):
   corpus = tmp_path / "corpus.txt"
   corpus.write_text(TEXT)
   out = tmp_path / "peer"
   bench_peer.main(
     ["--cases", *cases, "--T", "32", "--rounds", "1", "--steps", "2", "--warmup", "1"]
     + ["--ceiling-reps", "0", "--corpus-path", str(corpus), "--out", str(out)]
-    + ["--frameworks", *frameworks]
+    + ["--frameworks", *frameworks, *extra]
   )
   return json.loads((out / "peer.json").read_text()), out
 
@@ -47,6 +48,13 @@ def test_our_side_alone_writes_json_markdown_and_plot(tmp_path):
   assert tiny["jax"]["cpu_ms"] > 0
   assert "| tiny | - |" in (out / "peer.md").read_text()
   assert (out / "peer.png").stat().st_size > 0
+
+
+def test_our_step_over_two_cpu_devices_is_a_case_of_its_own_with_the_same_loss(tmp_path):
+  results, _ = tiny_run(tmp_path, ["jax"], ["tiny"], extra=["--host-devices", "1", "2"])
+  one, two = results["cases"]["tiny"], results["cases"]["tiny, 2 devices"]
+  assert two["spec"]["host_devices"] == 2 and two["jax"]["n_params"] == one["jax"]["n_params"]
+  np.testing.assert_allclose(two["jax"]["first_loss"], one["jax"]["first_loss"], rtol=1e-6)
 
 
 @pytest.mark.parametrize(
