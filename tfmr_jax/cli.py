@@ -14,6 +14,11 @@
 train options:   --config FILE[:ARG]  --workdir DIR  --config.<section>.<field>=VALUE
                  --stop-at-step N (stop and checkpoint after N steps; rerun to continue)
                  --allow-config-change (resume although the config changes the run)
+                 devices: --config.mesh.data=2 --config.mesh.fsdp=4 --config.mesh.model=1
+                 (FSDP, tensor parallel; one axis may be -1); many processes: each with
+                 --config.distributed.coordinator_address=HOST:PORT
+                 --config.distributed.num_processes=N --config.distributed.process_id=I
+                 (or --config.distributed.auto=True on SLURM, Kubernetes, Cloud TPU)
 evaluate:        --workdir DIR  [--step N]
 sample:          --workdir DIR  --prompt TEXT  [--max-new-tokens 200] [--temperature 0.8]
                  [--top-k K] [--top-p P] [--seed 0]
