@@ -239,6 +239,25 @@ def test_training_memory_is_linear_in_sequence_length():
   assert scratch_bytes(lambda q, k, v: reference(q, k, v, mask=tj.causal_mask(T_))) > logits_bytes
 
 
+def test_an_explicit_mask_costs_no_training_memory_beyond_its_own_bytes():
+  # A [T, S] bool mask is an argument of T * S bytes; forward + backward with it must need
+  # no more scratch than with is_causal (the backward once copied it into a transposed
+  # layout, one more mask's worth).
+  T_, H_ = 4096, 8
+  x = jax.ShapeDtypeStruct((1, T_, 2, H_), jnp.float32)
+  mask = jax.ShapeDtypeStruct((T_, T_), jnp.bool_)
+
+  def scratch_bytes(loss, *args):
+    grad = jax.grad(loss, argnums=(0, 1, 2))
+    return jax.jit(grad).lower(*args).compile().memory_analysis().temp_size_in_bytes
+
+  causal = scratch_bytes(lambda q, k, v: jnp.sum(tiled_attention(q, k, v, is_causal=True)), x, x, x)
+  masked = scratch_bytes(
+    lambda q, k, v, m: jnp.sum(tiled_attention(q, k, v, mask=m)), x, x, x, mask
+  )
+  assert masked <= causal + T_ * T_ // 8, (masked, causal)
+
+
 def test_bad_arguments_name_the_field():
   q, k, v = qkv(3)
   with pytest.raises(ValueError, match="q_block"):

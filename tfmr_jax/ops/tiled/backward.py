@@ -47,7 +47,6 @@ def backward(plan: Plan, res, dout_IZRH):
   qs_IZRH = scaled_queries(q_IZRH, scale, plan)
   qsT_IZHR = jnp.swapaxes(qs_IZRH, -1, -2)
   doutT_IZHR = jnp.swapaxes(dout_IZRH, -1, -2)
-  mask_bKsGt = None if mask_bKGts is None else mask_bKGts.transpose(0, 1, 4, 2, 3)
   bias_bKsGt = None if bias_bKGts is None else bias_bKGts.transpose(0, 1, 4, 2, 3)
   # rowsum(dO * O): the softmax Jacobian's diagonal term, one number per query.
   delta_IZR = jnp.sum(dout_IZRH.astype(jnp.float32) * out_IZRH, axis=-1)
@@ -67,7 +66,7 @@ def backward(plan: Plan, res, dout_IZRH):
     if bias_bKsGt is not None:
       sT_ZCR = sT_ZCR + rows_block(bias_bKsGt, i, j, plan, transposed=True)
     if masked:
-      open_ZCR = open_block(i, j, plan, mask_bKsGt, transposed=True)
+      open_ZCR = open_block(i, j, plan, mask_bKGts, transposed=True)
       sT_ZCR = jnp.where(open_ZCR, sT_ZCR, MASKED_LOGIT)
     # p = exp((s - m) - log l): s - m first, exact near the max whatever the logits' size.
     pT_ZCR = jnp.exp((sT_ZCR - lse_2ZR[0][:, None, :]) - lse_2ZR[1][:, None, :])  # closed: 0

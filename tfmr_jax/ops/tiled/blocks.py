@@ -50,8 +50,9 @@ def open_block(i, j, plan: Plan, mask, *, transposed: bool):
   """bool, broadcastable to [Z, R, C] (or [Z, C, R] when transposed).
 
   True where query i * Q + q may attend key j * C + c: inside the keys, causal and
-  inside the window if the plan says so, and allowed by `mask` ([b, K, G, t, s], or
-  [b, K, s, G, t]).
+  inside the window if the plan says so, and allowed by `mask` ([b, K, G, t, s] in both
+  layouts: a transposed block is transposed on its own, so the backward never copies
+  the whole mask into the other layout).
   """
   query_1Q = i * plan.Q + lax.broadcasted_iota(jnp.int32, (1, plan.Q), 1)
   key_C1 = j * plan.C + lax.broadcasted_iota(jnp.int32, (plan.C, 1), 0)
@@ -71,7 +72,8 @@ def open_block(i, j, plan: Plan, mask, *, transposed: bool):
   else:
     open_ = jnp.broadcast_to(open_CQ.T[None], (G, Q, C)).reshape(1, G * Q, C)
   if mask is not None:
-    open_ = open_ & rows_block(mask, i, j, plan, transposed=transposed)
+    block = rows_block(mask, i, j, plan, transposed=False)
+    open_ = open_ & (jnp.swapaxes(block, -1, -2) if transposed else block)
   return open_
 
 
