@@ -1,7 +1,9 @@
 """The text task: GPT-2 token ids of a file, cached once by content and tokenizer, split by
 position, random training windows pure in (seed, step), and one clear error per bad file."""
 
+import hashlib
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -181,3 +183,33 @@ def test_a_missing_tokenizer_names_the_field(tmp_path):
       block_size=4,
       val_fraction=0.5,
     )
+
+
+def _text_fields(tmp_path, tokenizer_dir, **extra) -> dict:
+  path = tmp_path / "corpus.txt"
+  path.write_text("the quick brown fox jumps over the lazy dog. " * 20)
+  return dict(
+    corpus_path=str(path),
+    corpus_url="",
+    corpus_sha256="",
+    cache_dir=str(tmp_path / "cache"),
+    tokenizer_dir=str(tokenizer_dir),
+    block_size=8,
+    val_fraction=0.2,
+    **extra,
+  )
+
+
+def test_a_tokenizer_that_changed_since_the_run_began_is_refused(gpt2_tokenizer_files, tmp_path):
+  folder = tmp_path / "tokenizer"
+  shutil.copytree(gpt2_tokenizer_files, folder)
+  recorded = hashlib.sha256(load_tokenizer(str(folder)).fingerprint.encode()).hexdigest()
+  make_task("text", **_text_fields(tmp_path, folder, tokenizer_sha256=recorded))  # unchanged
+  merges = folder / "vocab.bpe"
+  lines = merges.read_text(encoding="utf-8").splitlines(keepends=True)
+  merges.write_text("".join(lines[:-1]), encoding="utf-8")  # one merge rule fewer
+  with pytest.raises(CorpusError) as raised:
+    make_task("text", **_text_fields(tmp_path, folder, tokenizer_sha256=recorded))
+  message = str(raised.value)
+  assert f"config.task.tokenizer_dir = '{folder}': its tokenizer changed" in message
+  assert f"the run recorded {recorded} in config.task.tokenizer_sha256" in message

@@ -1,5 +1,7 @@
-"""A char_lm run reads the corpus of its first run, from any directory, or says it changed."""
+"""A char_lm run reads the corpus of its first run, from any directory, or says it changed;
+a text run records its tokenizer the same way."""
 
+import hashlib
 import os
 
 import pytest
@@ -7,8 +9,10 @@ import pytest
 from tests.train.quick import grammar_text, quick_config
 from tfmr_jax import config as C
 from tfmr_jax.tasks import corpus as corpus_lib
+from tfmr_jax.tasks.tokenizer import load_tokenizer
 from tfmr_jax.train import evaluate, sample, train
 from tfmr_jax.train.run_config import load_config
+from tfmr_jax.train.run_identity import pin_corpus
 
 
 def test_evaluate_from_another_directory_reads_the_first_runs_corpus(tmp_path, monkeypatch):
@@ -54,3 +58,26 @@ def test_evaluate_from_another_directory_reads_the_first_runs_corpus(tmp_path, m
 def test_a_recorded_hash_must_be_hex(tmp_path):
   with pytest.raises(C.ConfigError, match=r"corpus_content_sha256 = 'abc': must be '' .*64"):
     C.validate({"task": {"name": "char_lm", "corpus_content_sha256": "abc"}})
+
+
+def test_a_text_run_records_its_tokenizer_and_a_resume_keeps_the_record(
+  gpt2_tokenizer_files, tmp_path
+):
+  (tmp_path / "corpus.txt").write_text("some text to train on. " * 50)
+  given = {
+    "task": {
+      "name": "text",
+      "corpus_path": str(tmp_path / "corpus.txt"),
+      "corpus_url": "",
+      "tokenizer_dir": str(gpt2_tokenizer_files),
+    },
+    "model": {"kind": "gpt"},
+  }
+  pinned = pin_corpus(C.validate(given))
+  fingerprint = load_tokenizer(str(gpt2_tokenizer_files)).fingerprint
+  assert pinned.task.tokenizer_sha256 == hashlib.sha256(fingerprint.encode()).hexdigest()
+  # A resume takes the recorded digest, not the files' current one, so make_task can
+  # compare the two.
+  recorded = pin_corpus(C.validate(given))
+  recorded.task.tokenizer_sha256 = "0" * 64
+  assert pin_corpus(C.validate(given), recorded=recorded).task.tokenizer_sha256 == "0" * 64

@@ -75,6 +75,9 @@ TASK_FIELDS: dict[str, dict[str, tuple[Any, Rule]]] = {
   "text": {
     **_CORPUS,
     "tokenizer_dir": ("", Rule(str)),
+    # SHA-256 of the tokenizer's fingerprint (its files), recorded at the first run and
+    # checked at every later load: a resume never re-tokenizes with changed files.
+    "tokenizer_sha256": ("", Rule(str)),
     "block_size": (1024, positive_int()),
     "val_fraction": (0.1, Rule(float, low=0.0, high=1.0, low_exclusive=True)),
   },

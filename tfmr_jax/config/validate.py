@@ -146,12 +146,13 @@ def _check_relations(c: dict) -> None:
       f"config.train.grad_accum_steps = {train['grad_accum_steps']} (the batch is split "
       "into that many equal micro-batches)"
     )
-  recorded_sha256 = task.get("corpus_content_sha256", "")
-  if not re.fullmatch(r"|[0-9a-f]{64}", recorded_sha256):
-    raise ConfigError(
-      f"config.task.corpus_content_sha256 = {recorded_sha256!r}: must be '' "
-      "(not yet recorded) or 64 lowercase hex digits"
-    )
+  for field in ("corpus_content_sha256", "tokenizer_sha256"):
+    recorded_sha256 = task.get(field, "")
+    if not re.fullmatch(r"|[0-9a-f]{64}", recorded_sha256):
+      raise ConfigError(
+        f"config.task.{field} = {recorded_sha256!r}: must be '' (not yet recorded) or 64 "
+        "lowercase hex digits"
+      )
   if task["name"] in ("char_lm", "text") and task["corpus_url"] and not task["corpus_sha256"]:
     raise ConfigError(
       f"config.task.corpus_sha256 = '': required with config.task.corpus_url = "

@@ -23,7 +23,7 @@ from tfmr_jax.tasks.heldout import HeldOut, max_test_size, sequence_hash_B
 from tfmr_jax.tasks.reverse import Reverse
 from tfmr_jax.tasks.sort import Sort
 from tfmr_jax.tasks.text import TextLM, cached_token_ids
-from tfmr_jax.tasks.tokenizer import TokenizerError, load_tokenizer
+from tfmr_jax.tasks.tokenizer import TokenizerError, fingerprint_sha256, load_tokenizer
 
 TASKS = {cls.name: cls for cls in (Reverse, Copy, Sort, Addition, CharLM, TextLM)}
 FORMATS = {name: cls.format for name, cls in TASKS.items()}
@@ -34,8 +34,9 @@ def make_task(name: str, **fields):
 
   char_lm takes corpus_path, corpus_url, corpus_sha256, cache_dir, corpus_content_sha256,
   block_size and val_fraction, and reads (or downloads) the corpus here. text takes the
-  same and tokenizer_dir: it loads that tokenizer and the corpus's token ids (tokenized
-  once, then cached in cache_dir).
+  same, tokenizer_dir and tokenizer_sha256: it loads that tokenizer (refused if it no
+  longer matches a recorded tokenizer_sha256) and the corpus's token ids (tokenized once,
+  then cached in cache_dir).
   """
   if name not in TASKS:
     raise ValueError(f"unknown task {name!r}; choose from {', '.join(sorted(TASKS))}")
@@ -64,11 +65,20 @@ def _text_task(
   block_size: int,
   val_fraction: float,
   corpus_content_sha256: str = "",
+  tokenizer_sha256: str = "",
 ) -> TextLM:
   try:
     tokenizer = load_tokenizer(tokenizer_dir)
   except TokenizerError as e:
     raise CorpusError(f"config.task.tokenizer_dir = {tokenizer_dir!r}: {e}") from None
+  got = fingerprint_sha256(tokenizer)
+  if tokenizer_sha256 and got != tokenizer_sha256:
+    raise CorpusError(
+      f"config.task.tokenizer_dir = {tokenizer_dir!r}: its tokenizer changed since the run "
+      f"began (its files' SHA-256 {got}, the run recorded {tokenizer_sha256} in "
+      "config.task.tokenizer_sha256): the run's token ids would change; restore the files or "
+      "use a new workdir"
+    )
   ids_T = cached_token_ids(
     corpus_path,
     tokenizer,

@@ -101,6 +101,11 @@ def load_tokenizer(path: str) -> BPETokenizer:
   raise TokenizerError(f"tokenizer folder {path!r} holds no tokenizer files: it needs {wanted}")
 
 
+def fingerprint_sha256(tokenizer: Tokenizer) -> str:
+  """SHA-256 hex of the tokenizer's fingerprint: what a run records of its tokenizer."""
+  return hashlib.sha256(tokenizer.fingerprint.encode()).hexdigest()
+
+
 def _sha256(*paths: str) -> str:
   digest = hashlib.sha256()
   for path in paths:

@@ -12,8 +12,9 @@ COSMETIC. `train.num_steps` may change
 
 The corpus of char_lm and text is pinned at the first run (`pin_corpus`): its path
 made absolute and its SHA-256 recorded, so evaluate, sample and a resume read the same
-file from any directory, and refuse it if its content changed. text's tokenizer_dir
-and train.init_from's folder are made absolute too.
+file from any directory, and refuse it if its content changed. text's tokenizer is
+pinned the same way (tokenizer_dir made absolute, tokenizer_sha256 recorded), and
+train.init_from's folder is made absolute too.
 """
 
 import os
@@ -21,6 +22,7 @@ import os
 from tfmr_jax import config as config_lib
 from tfmr_jax.config.schema import HF_PREFIX
 from tfmr_jax.tasks import corpus_sha256
+from tfmr_jax.tasks.tokenizer import TokenizerError, fingerprint_sha256, load_tokenizer
 
 # section -> fields that do not change the training trajectory.
 COSMETIC = {
@@ -79,7 +81,8 @@ def pin_corpus(config, *, recorded=None):
   """`config` with its files pinned: train.init_from's folder made absolute; for char_lm
   and text, corpus_path, cache_dir (and text's tokenizer_dir) made absolute (against the
   current directory) and corpus_content_sha256 filled in, from the `recorded` run if it
-  has it, else from the file now at corpus_path."""
+  has it, else from the file now at corpus_path; text's tokenizer_sha256 likewise, from
+  the recorded run or the tokenizer now in tokenizer_dir."""
   config = config.copy_and_resolve_references()
   init_from = config.train.init_from
   if init_from:
@@ -92,12 +95,25 @@ def pin_corpus(config, *, recorded=None):
   task.cache_dir = _absolute(task.cache_dir)
   if task.name == "text":
     task.tokenizer_dir = _absolute(task.tokenizer_dir)
+    if not task.tokenizer_sha256 and recorded is not None:
+      task.tokenizer_sha256 = recorded.task.get("tokenizer_sha256", "")
+    if not task.tokenizer_sha256:
+      task.tokenizer_sha256 = _tokenizer_sha256(task.tokenizer_dir)
   if not task.corpus_content_sha256 and recorded is not None:
     task.corpus_content_sha256 = recorded.task.get("corpus_content_sha256", "")
   if not task.corpus_content_sha256:
     url_sha256 = task.corpus_sha256 if task.corpus_url else ""
     task.corpus_content_sha256 = corpus_sha256(task.corpus_path, url_sha256=url_sha256)
   return config
+
+
+def _tokenizer_sha256(tokenizer_dir: str) -> str:
+  """The fingerprint digest of the tokenizer in `tokenizer_dir`, or "" if it does not load
+  (make_task then names the folder and the reason)."""
+  try:
+    return fingerprint_sha256(load_tokenizer(tokenizer_dir))
+  except TokenizerError:
+    return ""
 
 
 def _absolute(path: str) -> str:
