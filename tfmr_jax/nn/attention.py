@@ -37,8 +37,8 @@ rotation of the position it was written at.
 
 Logical axes (`tfmr_jax.nn.partitioning`): the query kernel [D, N*H] is (embed, heads),
 key and value [D, K*H] (embed, kv_heads), the output [N*H, D] (heads, embed), biases
-their output axis, QK-norm scales (norm,); q, k and v after the head split are
-constrained to (act_batch, act_length, act_heads, None).
+their output axis, QK-norm scales (norm,); the head shapes, projections and the head
+split live in `tfmr_jax.nn.attention_heads`.
 """
 
 from collections.abc import Callable
@@ -46,27 +46,16 @@ from collections.abc import Callable
 import jax.numpy as jnp
 from flax import nnx
 
+from tfmr_jax.nn.attention_heads import head_projection, head_shape, rope_positions, split_heads
 from tfmr_jax.nn.capture import sow_attention_weights
 from tfmr_jax.nn.dropout import check_dropout, make_dropout
 from tfmr_jax.nn.kv_cache import KVCache
 from tfmr_jax.nn.norms import make_norm
-from tfmr_jax.nn.partitioning import (
-  ACT_BATCH,
-  ACT_HEADS,
-  ACT_LENGTH,
-  EMBED,
-  HEADS,
-  KV_HEADS,
-  constrain,
-  param_axes,
-)
+from tfmr_jax.nn.partitioning import EMBED, HEADS, KV_HEADS
 from tfmr_jax.ops import apply_rope, attention, attention_weights, combine_masks
-from tfmr_jax.ops.flat_dot import flat_dot_general
 from tfmr_jax.ops.guards import check_floating, check_positive, check_rank
 
 _default_init = nnx.initializers.lecun_normal()
-# Logical axes of q_BTNH, k_BSKH and v_BSKH: the head dim H is never sharded.
-_HEADS_AXES = (ACT_BATCH, ACT_LENGTH, ACT_HEADS, None)
 
 
 class MultiHeadAttention(nnx.Module):
@@ -125,26 +114,12 @@ class MultiHeadAttention(nnx.Module):
     param_dtype=jnp.float32,
     rngs: nnx.Rngs,
   ):
-    check_positive("d_model", d_model)
+    num_kv_heads, head_dim = head_shape(
+      d_model, num_heads, num_kv_heads, head_dim, rope=rope_base is not None
+    )
     if window is not None:
       check_positive("window", window)
-    check_positive("num_heads", num_heads)
-    num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
-    check_positive("num_kv_heads", num_kv_heads)
-    if num_heads % num_kv_heads:
-      raise ValueError(
-        f"num_kv_heads={num_kv_heads} must divide num_heads={num_heads} (grouped-query attention)"
-      )
-    if head_dim is None:
-      if d_model % num_heads:
-        raise ValueError(
-          f"num_heads={num_heads} must divide d_model={d_model} when head_dim is not given"
-        )
-      head_dim = d_model // num_heads
-    check_positive("head_dim", head_dim)
     check_dropout("dropout", dropout)
-    if rope_base is not None and head_dim % 2:
-      raise ValueError(f"rotary embeddings need an even head_dim, got {head_dim}")
     self.d_model, self.num_heads, self.num_kv_heads, self.head_dim = (
       d_model,
       num_heads,
@@ -158,18 +133,15 @@ class MultiHeadAttention(nnx.Module):
     N, K, H = num_heads, num_kv_heads, head_dim
 
     def linear(d_in, d_out, init, axes):
-      """[d_in, d_out] kernel with logical axes `axes`; the bias takes the output's."""
-      return nnx.Linear(
+      return head_projection(
         d_in,
         d_out,
+        axes=axes,
         use_bias=use_bias,
-        kernel_init=init,
+        init=init,
         dtype=dtype,
         param_dtype=param_dtype,
-        kernel_metadata=param_axes(*axes),
-        bias_metadata=param_axes(axes[1]),
         rngs=rngs,
-        dot_general=flat_dot_general,
       )
 
     self.query = linear(d_model, N * H, kernel_init, (EMBED, HEADS))
@@ -189,12 +161,6 @@ class MultiHeadAttention(nnx.Module):
     if x_BTD.shape[-1] != self.d_model:
       raise ValueError(f"{name} has width {x_BTD.shape[-1]}, expected d_model={self.d_model}")
 
-  def _positions(self, T: int, positions, offset=0):
-    """The int positions RoPE rotates by: `positions` if given, else offset + arange(T)."""
-    if positions is None:
-      return offset + jnp.arange(T, dtype=jnp.int32)
-    return jnp.asarray(positions)
-
   def _rotated(self, x_BTNH, positions):
     """x_BTNH rotated by RoPE at positions ([T] or [B, T]); as it is without RoPE or
     without positions (cross-attention)."""
@@ -204,9 +170,7 @@ class MultiHeadAttention(nnx.Module):
 
   def _queries(self, x_BTD, positions):
     """q_BTNH of x_BTD: projected, QK-normed, rotated."""
-    B, T, _ = x_BTD.shape
-    q_BTNH = self.query(x_BTD).reshape(B, T, self.num_heads, self.head_dim)
-    q_BTNH = constrain(q_BTNH, *_HEADS_AXES)
+    q_BTNH = split_heads(self.query, x_BTD, self.num_heads, self.head_dim)
     if self.query_norm is not None:
       q_BTNH = self.query_norm(q_BTNH)
     return self._rotated(q_BTNH, positions)
@@ -217,13 +181,10 @@ class MultiHeadAttention(nnx.Module):
     positions: int [S] or [B, S]; with RoPE the keys are rotated by them (None: not rotated).
     """
     self._check_input("context_BSD", context_BSD)
-    B, S, _ = context_BSD.shape
-    k_BSKH = self.key(context_BSD).reshape(B, S, self.num_kv_heads, self.head_dim)
-    k_BSKH = constrain(k_BSKH, *_HEADS_AXES)
+    k_BSKH = split_heads(self.key, context_BSD, self.num_kv_heads, self.head_dim)
     if self.key_norm is not None:
       k_BSKH = self.key_norm(k_BSKH)
-    v_BSKH = self.value(context_BSD).reshape(B, S, self.num_kv_heads, self.head_dim)
-    v_BSKH = constrain(v_BSKH, *_HEADS_AXES)
+    v_BSKH = split_heads(self.value, context_BSD, self.num_kv_heads, self.head_dim)
     return self._rotated(k_BSKH, positions), v_BSKH
 
   def _dropout_options(self) -> dict:
@@ -291,7 +252,7 @@ class MultiHeadAttention(nnx.Module):
       k_BSKH, v_BSKH = self.project_kv(context_BSD)
       return self.attend(x_BTD, k_BSKH, v_BSKH, mask=mask, bias=bias, is_causal=is_causal)
     self._check_input("x_BTD", x_BTD)
-    positions = self._positions(x_BTD.shape[1], positions)
+    positions = rope_positions(x_BTD.shape[1], positions)
     k_BTKH, v_BTKH = self.project_kv(x_BTD, positions=positions)
     return self.attend(
       x_BTD,
@@ -319,7 +280,7 @@ class MultiHeadAttention(nnx.Module):
     Returns (out_BTD, the new cache).
     """
     self._check_input("x_BTD", x_BTD)
-    positions = self._positions(x_BTD.shape[1], positions, offset=cache.length)
+    positions = rope_positions(x_BTD.shape[1], positions, offset=cache.length)
     k_BTKH, v_BTKH = self.project_kv(x_BTD, positions=positions)
     cache = cache.append(k_BTKH, v_BTKH, valid_BT)
     causal_mask = cache.causal_mask(x_BTD.shape[1], window=self.window)
