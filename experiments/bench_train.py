@@ -82,7 +82,7 @@ from tfmr_jax.ops.implementations import (  # noqa: E402
 from tfmr_jax.tasks import make_task  # noqa: E402
 from tfmr_jax.train.build import build_model  # noqa: E402
 from tfmr_jax.train.optim import build_optimizer  # noqa: E402
-from tfmr_jax.train.sharding import place_state, replicated, state_shardings  # noqa: E402
+from tfmr_jax.train.sharding import place_state, step_out_shardings  # noqa: E402
 from tfmr_jax.train.step import init_state, make_train_step  # noqa: E402
 
 RESULTS = ROOT / "experiments" / "results"
@@ -163,7 +163,7 @@ def build_step(config, task, batches: list[dict], mesh=None) -> dict:
   out_shardings = None
   if mesh is not None:
     state = place_state(state, mesh)
-    out_shardings = (state_shardings(state, mesh), replicated(mesh))
+    out_shardings = step_out_shardings(state, mesh)
   step = make_train_step(
     graphdef,
     tx,

@@ -50,6 +50,11 @@ LAYOUTS = {
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "sharding_memory")
 
 
+def tiny_config() -> TransformerConfig:
+  """The 2-layer GPT of --tiny (smoke tests)."""
+  return TransformerConfig.gpt(vocab_size=97, max_len=16, num_layers=2, d_model=32, num_heads=4)
+
+
 def abstract_run(config: TransformerConfig):
   """(train graphdef, optimizer, abstract TrainState) of a GPT and AdamW; allocates nothing."""
   tx = optax.adamw(3e-4, weight_decay=0.1)
@@ -107,10 +112,7 @@ def main(argv=None) -> dict:
   parser.add_argument("--out", default=OUT)
   parser.add_argument("--tiny", action="store_true", help="a 2-layer model (smoke tests)")
   args = parser.parse_args(argv)
-  if args.tiny:
-    config = TransformerConfig.gpt(vocab_size=97, max_len=16, num_layers=2, d_model=32, num_heads=4)
-  else:
-    config = TransformerConfig.gpt2_124m()
+  config = tiny_config() if args.tiny else TransformerConfig.gpt2_124m()
   rows = {}
   for name, layout in LAYOUTS.items():
     rows[name] = measure(config, layout, batch=args.batch, compile_step=not args.no_compile)

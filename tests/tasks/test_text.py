@@ -153,17 +153,8 @@ def test_a_bad_file_is_one_corpus_error_naming_it(name, fragment, gpt2_tokenizer
   for file_name, data in BAD_FILES.items():
     (tmp_path / file_name).write_bytes(data)
   path = os.path.normpath(str(tmp_path / name))
-  fields = dict(
-    corpus_path=path,
-    corpus_url="",
-    corpus_sha256="",
-    cache_dir=str(tmp_path / "cache"),
-    tokenizer_dir=str(gpt2_tokenizer_files),
-    block_size=16,
-    val_fraction=0.1,
-  )
   with pytest.raises(CorpusError) as raised:
-    make_task("text", **fields)
+    make_task("text", **_text_fields(path, tmp_path, gpt2_tokenizer_files))
   assert fragment.format(path=path) in str(raised.value)
   if name != "short.txt":  # refused before anything is tokenized or cached
     assert _cached_files(tmp_path / "cache") == []
@@ -185,17 +176,16 @@ def test_a_missing_tokenizer_names_the_field(tmp_path):
     )
 
 
-def _text_fields(tmp_path, tokenizer_dir, **extra) -> dict:
-  path = tmp_path / "corpus.txt"
-  path.write_text("the quick brown fox jumps over the lazy dog. " * 20)
+def _text_fields(corpus_path, tmp_path, tokenizer_dir, **extra) -> dict:
+  """make_task's fields of a text task on `corpus_path`, caching under tmp_path/cache."""
   return dict(
-    corpus_path=str(path),
+    corpus_path=str(corpus_path),
     corpus_url="",
     corpus_sha256="",
     cache_dir=str(tmp_path / "cache"),
     tokenizer_dir=str(tokenizer_dir),
-    block_size=8,
-    val_fraction=0.2,
+    block_size=16,
+    val_fraction=0.1,
     **extra,
   )
 
@@ -204,12 +194,15 @@ def test_a_tokenizer_that_changed_since_the_run_began_is_refused(gpt2_tokenizer_
   folder = tmp_path / "tokenizer"
   shutil.copytree(gpt2_tokenizer_files, folder)
   recorded = hashlib.sha256(load_tokenizer(str(folder)).fingerprint.encode()).hexdigest()
-  make_task("text", **_text_fields(tmp_path, folder, tokenizer_sha256=recorded))  # unchanged
+  corpus = tmp_path / "corpus.txt"
+  corpus.write_text("the quick brown fox jumps over the lazy dog. " * 20)
+  fields = _text_fields(corpus, tmp_path, folder, tokenizer_sha256=recorded)
+  make_task("text", **fields)  # unchanged
   merges = folder / "vocab.bpe"
   lines = merges.read_text(encoding="utf-8").splitlines(keepends=True)
   merges.write_text("".join(lines[:-1]), encoding="utf-8")  # one merge rule fewer
   with pytest.raises(CorpusError) as raised:
-    make_task("text", **_text_fields(tmp_path, folder, tokenizer_sha256=recorded))
+    make_task("text", **fields)
   message = str(raised.value)
   assert f"config.task.tokenizer_dir = '{folder}': its tokenizer changed" in message
   assert f"the run recorded {recorded} in config.task.tokenizer_sha256" in message

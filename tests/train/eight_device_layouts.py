@@ -71,9 +71,11 @@ def memory_table(root: str) -> dict:
   """experiments/sharding_memory.py on a tiny GPT: the state shares of every layout, and
   one compiled step's memory analysis."""
   result = sharding_memory.main(["--tiny", "--no-compile", "--out", root])
-  tiny = TransformerConfig.gpt(vocab_size=97, max_len=16, num_layers=2, d_model=32, num_heads=4)
   compiled = sharding_memory.measure(
-    tiny, sharding_memory.LAYOUTS["fsdp 4 x model 2"], batch=8, compile_step=True
+    sharding_memory.tiny_config(),
+    sharding_memory.LAYOUTS["fsdp 4 x model 2"],
+    batch=8,
+    compile_step=True,
   )
   return {"rows": result["rows"], "compiled": compiled}
 

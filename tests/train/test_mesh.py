@@ -71,3 +71,11 @@ def test_parameters_shard_by_their_logical_names_and_indivisible_dims_stay_whole
   assert np.all(  # norms are replicated
     [s == P(None) for s in jax.tree.leaves(specs["final_norm"])]
   )
+
+
+def test_the_rules_table_maps_every_logical_name_once():
+  from tfmr_jax.nn import partitioning
+  from tfmr_jax.train.mesh import LOGICAL_AXIS_RULES
+
+  names = [name for name, _ in LOGICAL_AXIS_RULES]
+  assert sorted(names) == sorted(partitioning.PARAM_AXES + partitioning.ACTIVATION_AXES)

@@ -40,8 +40,8 @@ import warnings
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
-from jax.experimental import multihost_utils
 
+from tfmr_jax.train import distributed
 from tfmr_jax.train.sharding import is_key, to_host
 
 
@@ -182,12 +182,11 @@ class Checkpointer:
     for s in self.steps():
       if s > step:
         target = os.path.join(self.directory, f"{s}.damaged")
-        if jax.process_index() == 0:
+        if distributed.is_primary():
           shutil.rmtree(target, ignore_errors=True)
           os.replace(os.path.join(self.directory, str(s)), target)
         moved.append(target)
-    if jax.process_count() > 1:
-      multihost_utils.sync_global_devices(f"set_aside_after_{step}")
+    distributed.barrier(f"set_aside_after_{step}")
     self._manager.reload()
     return moved
 

@@ -14,6 +14,7 @@ On CPU the collectives between processes go through gloo.
 """
 
 import jax
+import numpy as np
 from jax.experimental import multihost_utils
 
 from tfmr_jax import config as config_lib
@@ -58,3 +59,12 @@ def barrier(name: str) -> None:
   """Wait until every process reaches the barrier `name` (a no-op with one process)."""
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices(name)
+
+
+def any_process(flag: bool) -> bool:
+  """Whether `flag` holds on any process (every process must call this at the same point):
+  a stop request (SIGTERM to one process, say) stops them all at the same step, so none
+  waits on a peer that stopped."""
+  if jax.process_count() == 1:
+    return flag
+  return bool(np.any(multihost_utils.process_allgather(np.asarray(flag))))

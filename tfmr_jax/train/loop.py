@@ -22,9 +22,6 @@ import os
 import sys
 import time
 
-import jax
-import numpy as np
-from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from tfmr_jax import config as config_lib
@@ -41,8 +38,7 @@ from tfmr_jax.train.metrics_log import MetricsLog
 from tfmr_jax.train.optim import build_optimizer
 from tfmr_jax.train.run_config import load_config, save_config
 from tfmr_jax.train.run_identity import check_resume, pin_corpus
-from tfmr_jax.train.sharding import place_state, put_batch, replicated, sharding_context
-from tfmr_jax.train.sharding import state_shardings as shardings_of
+from tfmr_jax.train.sharding import place_state, put_batch, sharding_context, step_out_shardings
 from tfmr_jax.train.step import all_finite, init_state, make_eval_step, make_train_step
 from tfmr_jax.train.train_window import TrainWindow
 
@@ -78,13 +74,11 @@ def train(
   start_time = time.perf_counter()
   distributed.join(config)  # first: before anything touches a JAX backend
   config = config_lib.validate(config)
-  mesh = check_layout(config)
   primary = distributed.is_primary()
   t = config.train
   checkpoints = Checkpointer(os.path.join(workdir, "checkpoints"), keep=t.keep_checkpoints)
   with contextlib.ExitStack() as cleanup:
     cleanup.callback(checkpoints.close)
-    cleanup.enter_context(sharding_context(mesh))
     if checkpoints.latest_step() is None:
       config = pin_corpus(config)
     else:
@@ -102,6 +96,8 @@ def train(
     if fresh:
       check_init_from(config)
     task = make_task(**config.task)
+    mesh = check_layout(config, task)
+    cleanup.enter_context(sharding_context(mesh))
     tx, schedule = build_optimizer(config)
     if fresh and t.init_from:
       check_vocab(config, task)
@@ -118,7 +114,7 @@ def train(
       label_smoothing=config.optim.label_smoothing,
       grad_accum_steps=t.grad_accum_steps,
       debug_checks=t.debug_checks,
-      out_shardings=(shardings_of(state, mesh), replicated(mesh)),
+      out_shardings=step_out_shardings(state, mesh),
     )
     eval_step = make_eval_step(eval_graphdef, data_format=task.format)
 
@@ -190,7 +186,7 @@ def train(
         _say(_describe(done, task.eval_split, held_out))
       if done % t.checkpoint_every == 0:
         save(state)
-      if _any_process(bool(stop)) or done == stop_at_step:
+      if distributed.any_process(bool(stop)) or done == stop_at_step:
         save(state)
         return {
           "step": done,
@@ -220,11 +216,11 @@ def train(
     }
 
 
-def check_layout(config):
+def check_layout(config, task):
   """The mesh of `config` over every device, or ConfigError naming the field, the value
   and the rule: the mesh axes' product must be the device count, heads and widths must
-  divide over the model axis, batches over the data x fsdp axes. `config` is validated."""
-  task = make_task(**config.task)
+  divide over the model axis, batches over the data x fsdp axes. `config` is validated;
+  `task` is its task (the model's sizes come from it)."""
   mesh = make_mesh(config.mesh, model_config_of(config, task))
   config_lib.check_devices(config, batch_devices(mesh))
   return mesh
@@ -236,19 +232,10 @@ def preflight(config, workdir: str) -> None:
   device layout. `config` is validated."""
   if not _has_checkpoints(workdir):
     check_init_from(config)
-  if config.task.name in ("char_lm", "text"):
-    task = make_task(**config.task)
-    if not _has_checkpoints(workdir):
-      check_vocab(config, task)
-  check_layout(config)
-
-
-def _any_process(flag: bool) -> bool:
-  """Whether `flag` holds on any process: a stop request (SIGTERM to one process, say)
-  stops them all at the same step, so none waits on a peer that stopped."""
-  if jax.process_count() == 1:
-    return flag
-  return bool(np.any(multihost_utils.process_allgather(np.asarray(flag))))
+  task = make_task(**config.task)  # reads (or downloads) the corpus of char_lm and text
+  if config.task.name in ("char_lm", "text") and not _has_checkpoints(workdir):
+    check_vocab(config, task)
+  check_layout(config, task)
 
 
 def _say(line: str) -> None:

@@ -20,25 +20,26 @@ from jax.sharding import AxisType, Mesh
 
 from tfmr_jax.config import ConfigError
 from tfmr_jax.models import TransformerConfig
+from tfmr_jax.nn import partitioning as P
 
 MESH_AXES = ("data", "fsdp", "model")
 BATCH_AXES = ("data", "fsdp")  # the mesh axes the batch is split over
 
 # logical axis name -> mesh axis (or axes), None = replicated. Parameters first.
 LOGICAL_AXIS_RULES = (
-  ("embed", "fsdp"),  # model width D of every kernel and table: FSDP's shard
-  ("heads", "model"),  # N * H of the query and output projections
-  ("kv_heads", "model"),  # K * H of the key and value projections
-  ("mlp", "model"),  # the feed-forward width F
-  ("vocab", None),  # V is rarely divisible (50257): the table is sharded on D instead
-  ("positions", None),
-  ("norm", None),  # norm scales and biases: small, replicated
-  ("head_dim", None),
-  ("act_batch", BATCH_AXES),  # activations: rows over data x fsdp
-  ("act_length", None),
-  ("act_embed", None),
-  ("act_heads", "model"),
-  ("act_mlp", "model"),
+  (P.EMBED, "fsdp"),  # model width D of every kernel and table: FSDP's shard
+  (P.HEADS, "model"),  # N * H of the query and output projections
+  (P.KV_HEADS, "model"),  # K * H of the key and value projections
+  (P.MLP, "model"),  # the feed-forward width F
+  (P.VOCAB, None),  # V is rarely divisible (50257): the table is sharded on D instead
+  (P.POSITIONS, None),
+  (P.NORM, None),  # norm scales and biases: small, replicated
+  (P.HEAD_DIM, None),
+  (P.ACT_BATCH, BATCH_AXES),  # activations: rows over data x fsdp
+  (P.ACT_LENGTH, None),
+  (P.ACT_EMBED, None),
+  (P.ACT_HEADS, "model"),
+  (P.ACT_MLP, "model"),
 )
 
 

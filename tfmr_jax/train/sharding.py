@@ -57,6 +57,11 @@ def state_shardings(state, mesh: Mesh):
   return jax.tree.map(sharding, state, specs)
 
 
+def step_out_shardings(state, mesh: Mesh) -> tuple:
+  """The training step's out_shardings: the state keeps its layout, metrics replicated."""
+  return state_shardings(state, mesh), replicated(mesh)
+
+
 def place(tree, shardings):
   """`tree` (host or single-device arrays, the same on every process) laid out as
   `shardings`: each process builds only the shards of its own devices."""
