@@ -2,7 +2,7 @@
 mesh layout, and decode with sharded parameters. Prints one JSON object.
 
     XLA_FLAGS=--xla_force_host_platform_device_count=8 \
-      python -m tests.train.eight_device_layouts DIR
+      python -m tests.train.eight_device_layouts DIR ["fsdp 8,data 4 x model 2"]
 """
 
 import json
@@ -30,10 +30,11 @@ LAYOUTS = {
 }
 
 
-def train_layouts(root: str) -> dict:
-  """{layout: {"losses", "state_bytes_max", "state_bytes_replicated"}}."""
+def train_layouts(root: str, names) -> dict:
+  """{layout: {"losses", "state_bytes_max", "state_bytes_replicated"}} of LAYOUTS `names`."""
   out = {}
-  for name, mesh_fields in LAYOUTS.items():
+  for name in names:
+    mesh_fields = LAYOUTS[name]
     workdir = f"{root}/{name.replace(' ', '_')}"
     train(quick_config("reverse", **SECTIONS, mesh=mesh_fields), workdir)
     run = load_run(workdir)
@@ -81,7 +82,8 @@ def memory_table(root: str) -> dict:
 
 
 if __name__ == "__main__":
-  result = {"devices": jax.device_count(), "layouts": train_layouts(sys.argv[1])}
+  names = sys.argv[2].split(",") if len(sys.argv) > 2 else list(LAYOUTS)
+  result = {"devices": jax.device_count(), "layouts": train_layouts(sys.argv[1], names)}
   result["decoding"] = sharded_decoding()
   result["memory"] = memory_table(f"{sys.argv[1]}/memory")
   print(json.dumps(result))

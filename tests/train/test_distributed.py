@@ -132,9 +132,10 @@ def test_a_killed_process_stops_the_other_within_a_minute_naming_it(tmp_path):
   assert named or "gloo" in err, err[-3000:]
 
 
-def test_every_layout_on_eight_devices_trains_as_one_device_holding_its_share(tmp_path, one_device):
+def _eight_devices(tmp_path, layouts: str) -> dict:
+  """tests/train/eight_device_layouts.py's result for the comma-separated `layouts`."""
   out = subprocess.run(
-    [sys.executable, "-m", "tests.train.eight_device_layouts", str(tmp_path)],
+    [sys.executable, "-m", "tests.train.eight_device_layouts", str(tmp_path), layouts],
     env=device_env(8),
     cwd=REPO,
     capture_output=True,
@@ -143,7 +144,23 @@ def test_every_layout_on_eight_devices_trains_as_one_device_holding_its_share(tm
   )
   assert out.returncode == 0, out.stderr[-3000:]
   result = json.loads(out.stdout.strip().splitlines()[-1])
-  assert result["devices"] == 8
+  assert result["devices"] == 8 and list(result["layouts"]) == layouts.split(",")
+  return result
+
+
+def test_fsdp_and_tensor_parallel_on_eight_devices_train_as_one_device_holding_their_share(
+  tmp_path, one_device
+):
+  _check_layouts(_eight_devices(tmp_path, "fsdp 4 x model 2"), one_device)
+
+
+@pytest.mark.slow  # the quick version above runs fsdp 4 x model 2 alone
+def test_every_layout_on_eight_devices_trains_as_one_device_holding_its_share(tmp_path, one_device):
+  layouts = "data 8,fsdp 8,data 4 x model 2,fsdp 4 x model 2"
+  _check_layouts(_eight_devices(tmp_path, layouts), one_device)
+
+
+def _check_layouts(result: dict, one_device) -> None:
   shares = {"data 8": 1, "fsdp 8": 8, "data 4 x model 2": 2, "fsdp 4 x model 2": 8}
   for name, layout in result["layouts"].items():
     np.testing.assert_allclose(layout["losses"], one_device, rtol=0, atol=1e-5, err_msg=name)
