@@ -64,3 +64,19 @@ def test_perplexity_equals_the_reference(gpt2_hf_dir, ref, capsys):
     run(capsys, "evaluate", f"--hf-dir={gpt2_hf_dir}", f"--text={text}", "--stride=63")
   )
   assert other["tokens"] == 166 and abs(other["mean_loss"] - want) > 1e-3 * want
+
+
+@pytest.mark.parametrize("as_list", [False, True], ids=["int", "list"])
+def test_a_row_ends_at_the_folders_eos_token_id(gpt2_hf_dir, ref, capsys, as_list):
+  """config.json's eos_token_id ends a row, whatever the tokenizer calls end of text (a
+  Llama folder's is not <|endoftext|>); a list (Llama 3's) ends it at its first id."""
+  tokenizer = load_tokenizer(str(gpt2_hf_dir))
+  P = len(tokenizer.encode(PROMPTS[0]))
+  greedy = ref["greedy_0"]
+  eos = int(greedy[P + 2])  # the third new token becomes the end of text
+  assert eos not in greedy[P : P + 2]
+  config = json.loads((gpt2_hf_dir / "config.json").read_text())
+  config["eos_token_id"] = [eos, tokenizer.eot_id] if as_list else eos
+  (gpt2_hf_dir / "config.json").write_text(json.dumps(config))
+  texts = sample(capsys, gpt2_hf_dir, "--temperature=0")
+  assert texts[0] == tokenizer.decode(greedy[: P + 2])

@@ -14,6 +14,7 @@ the rule, before anything compiles.
 
 import dataclasses
 import functools
+import json
 import math
 import os
 from collections.abc import Sequence
@@ -36,11 +37,16 @@ class PretrainedError(ValueError):
 
 @dataclasses.dataclass
 class Pretrained:
-  """A GPT-2 (eval mode) and its tokenizer, loaded from `path`."""
+  """A GPT-2 or Llama (eval mode) and its tokenizer, loaded from `path`.
+
+  eos_id: where a sampled row ends: the folder's config.json `eos_token_id` (the first
+  of a list), else the tokenizer's <|endoftext|>; None when neither names one.
+  """
 
   model: nnx.Module
   tokenizer: Tokenizer
   path: str
+  eos_id: int | None = None
 
   @property
   def context(self) -> int:
@@ -54,7 +60,18 @@ def load_pretrained(path: str) -> Pretrained:
     raise PretrainedError(f"Hugging Face folder {path!r} does not exist or is not a folder")
   model = _load_hf_model(path)
   model.eval()
-  return Pretrained(model, load_tokenizer(path), path)
+  tokenizer = load_tokenizer(path)
+  return Pretrained(model, tokenizer, path, eos_id=_eos_id(path, tokenizer))
+
+
+def _eos_id(path: str, tokenizer: Tokenizer) -> int | None:
+  """config.json's eos_token_id (the first id of a list, as Llama 3 gives), else the
+  tokenizer's end-of-text: a Llama folder's end of text is not GPT-2's <|endoftext|>."""
+  with open(os.path.join(path, "config.json")) as f:  # _load_hf_model has read it
+    eos = json.load(f).get("eos_token_id")
+  if isinstance(eos, list):
+    eos = eos[0] if eos else None
+  return tokenizer.eot_id if eos is None else int(eos)
 
 
 def _load_hf_model(path: str) -> nnx.Module:
@@ -82,7 +99,7 @@ def sample_pretrained(
   """Each prompt continued by up to `max_new_tokens` tokens: the text of its tokens and the new.
 
   The prompts run as one left-padded batch (each row decodes as it would alone, with its
-  own key from `seed`); a row ends at the tokenizer's end-of-text, which is not part of
+  own key from `seed`); a row ends at the folder's end of text (`Pretrained.eos_id`), not part of
   the returned text. A prompt whose tokens plus max_new_tokens exceed the model's context
   is refused (PretrainedError), nothing is cut. Options as in `decode.generate`
   (temperature 0 = greedy); they are checked before the folder is read.
@@ -94,7 +111,7 @@ def sample_pretrained(
     raise PretrainedError("prompts must be a non-empty list of strings")
   pretrained = _as_pretrained(model_or_path)
   tokenizer, P = pretrained.tokenizer, pretrained.context
-  eot = tokenizer.eot_id
+  eot = pretrained.eos_id
   V = pretrained.model.config.vocab_size
   if top_k is not None and top_k > V:
     raise PretrainedError(f"top_k={top_k} must lie in [1, vocab_size={V}]")
