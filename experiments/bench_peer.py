@@ -16,7 +16,8 @@ F.scaled_dot_product_attention. Cases:
                dropout 0.2): ours is tfmr_jax.train.step's, compiled ahead of time as
                experiments/bench_train.py builds it
   tiny         the cpu recipe shrunk to 1 layer, 16 wide, block 16, batch 2 (smoke tests)
-  fwd, fwd+bwd attention alone, B=1, N=8, H=64, float32, causal, at each --T: ours is
+  fwd, fwd+bwd attention alone, B=1, N=8, H=64, float32, at each --T, causal (and with
+               --attention-masks none, also unmasked, "(not causal)"): ours is
                tj.attention (what a model gets; the tiled kernel on CPU), theirs SDPA;
                fwd+bwd is the forward and (dq, dk, dv) for a random output cotangent
 
@@ -32,7 +33,7 @@ rounds, and "faster by" is the median over rounds of the round's PyTorch / tfmr_
 MFU: model FLOPs per step (experiments/bench_train.model_flops_per_token, the PaLM
 count) / time / the fp32 matmul rate of jnp.dot (experiments/bench_attention's
 matmul_ceiling, measured in a child with the same threads before and after; the higher).
-Attention rates count 4 B N T^2 H / 2 FLOPs forward, 3.5 times that forward+backward.
+Attention rates count 4 B N T^2 H FLOPs forward (half causal), 3.5 times that forward+backward.
 """
 
 import argparse
@@ -154,10 +155,12 @@ def case_specs(args, data_dir: Path) -> list[dict]:
       )
     else:
       for T in args.T:
-        specs.append(
-          {"case": f"{case}@{T}", "kind": "attention", "mode": case, "T": T, "causal": True}
-          | ATTENTION_SHAPE
-        )
+        for causal in (m == "causal" for m in args.attention_masks):
+          name = f"{case}@{T}" if causal else f"{case}@{T} (not causal)"
+          specs.append(
+            {"case": name, "kind": "attention", "mode": case, "T": T, "causal": causal}
+            | ATTENTION_SHAPE
+          )
   for spec in specs:
     rounds, steps, warmup = default_schedule(spec.get("mode", spec["case"]), spec.get("T"))
     spec["rounds"] = args.rounds or rounds
@@ -514,7 +517,7 @@ def markdown(results: dict) -> str:
     "",
     "Times: medians over rounds of each round's median; faster by: the median over rounds",
     "of PyTorch / tfmr_jax (range in brackets). MFU: model FLOPs / time / the jnp.dot rate",
-    "(for attention: 4 B N T^2 H / 2 FLOPs forward, 3.5x that forward+backward). CPU ms:",
+    "(for attention: 4 B N T^2 H FLOPs forward, half causal, 3.5x that forward+backward). CPU ms:",
     "the CPU time of the process (all threads) per call, medians likewise: on a shared",
     "machine it moves less than wall time, but it also counts threads that spin waiting.",
   ]
@@ -574,6 +577,13 @@ def parse_args(argv=None):
     help=f"of {cases}; baby is slow (about 25 s a step on 2 cores), so not a default",
   )
   p.add_argument("--T", type=int, nargs="+", default=[2048, 8192], help="attention lengths")
+  p.add_argument(
+    "--attention-masks",
+    nargs="+",
+    choices=("causal", "none"),
+    default=["causal"],
+    help="attention cases: causal, and/or with no mask (none)",
+  )
   p.add_argument("--frameworks", nargs="+", default=list(FRAMEWORKS), help=f"of {FRAMEWORKS}")
   p.add_argument("--rounds", type=int, default=None, help="rounds per case (default: by case)")
   p.add_argument("--steps", type=int, default=None, help="timed calls per child (default: by case)")
@@ -650,6 +660,8 @@ def write_reports(results: dict, out: Path, wall_start: float, *, with_plot: boo
   results["targets"] = target_checks(results)
   results["environment"]["wall_s"] = time.perf_counter() - wall_start
   out.mkdir(parents=True, exist_ok=True)
+  for row in results["cases"].values():  # the batches' temporary file is gone by now
+    row["spec"].pop("data", None)
   (out / "peer.json").write_text(json.dumps(results, indent=1))
   (out / "peer.md").write_text(markdown(results))
   if with_plot:

@@ -127,3 +127,14 @@ def test_both_sides_run_and_compare(tmp_path):
     "fwd@32: tfmr_jax >= 1.2x faster than PyTorch"
   ]
   assert results["targets"][0]["met"] == (attention["speedup"] >= 1.2)
+
+
+def test_attention_cases_come_causal_and_unmasked_on_request(tmp_path):
+  args = bench_peer.parse_args(["--cases", "fwd", "--T", "32", "64", "--frameworks", "jax"])
+  assert [s["case"] for s in bench_peer.case_specs(args, tmp_path)] == ["fwd@32", "fwd@64"]
+  argv = ["--cases", "fwd+bwd", "--T", "32", "--attention-masks", "causal", "none"]
+  specs = bench_peer.case_specs(bench_peer.parse_args(argv + ["--frameworks", "jax"]), tmp_path)
+  assert [(s["case"], s["causal"]) for s in specs] == [
+    ("fwd+bwd@32", True),
+    ("fwd+bwd@32 (not causal)", False),
+  ]
