@@ -7,11 +7,11 @@ EXPECTED: writes experiments/results/profile/profile.{json,md}; about 2 minutes 
 
 Each case is compiled once (the char-LM recipes' real training step as
 experiments/bench_train.py builds it, or tj.attention at B=1, N=8, H=64, float32,
-causal), warmed up, then timed over --calls calls for its wall time and the process's CPU
-time (all threads): CPU / wall is how many cores it kept busy on average, spinning
-included. The same calls are then traced with jax.profiler, XLA:CPU reporting every
-operation it runs (--xla_cpu_enable_xprof_traceme), and each operation counted under
-one kind (matmul, elementwise, data moves, collective) and one phase (forward,
+causal unless --unmasked), warmed up, then timed over --calls calls for its wall time
+and the process's CPU time (all threads): CPU / wall is how many cores it kept busy on
+average, spinning included. The same calls are then traced with jax.profiler, XLA:CPU
+reporting every operation it runs (--xla_cpu_enable_xprof_traceme), and each operation
+counted under one kind (matmul, elementwise, data moves, collective) and one phase (forward,
 backward, outside autodiff), as experiments/xla_profile.py defines them.
 
 Ops in flight: the operations' summed time over the wall time (1 when they run one after
@@ -39,7 +39,9 @@ STEP_CASES = ("cpu", "baby", "tiny")
 ATTENTION_CASES = ("fwd", "fwd+bwd")
 
 
-def build_case(case: str, T: int, corpus_path: str | None, host_devices: int = 1):
+def build_case(
+  case: str, T: int, corpus_path: str | None, host_devices: int = 1, causal: bool = True
+):
   """(call, model FLOPs per call, compiled HLO text) of one case, ready to run.
 
   host_devices > 1: a step case trains data parallel over that many CPU devices (the
@@ -77,8 +79,8 @@ def build_case(case: str, T: int, corpus_path: str | None, host_devices: int = 1
       block_size=L,
     )["train"]
     return column.call, per_token * B * L, column.compiled.as_text()
-  compiled, args = bench_attention.compiled_case("auto", case, 1, T, True, jax.numpy.float32)
-  flops = bench_attention.flops(case, 1, T, True)
+  compiled, args = bench_attention.compiled_case("auto", case, 1, T, causal, jax.numpy.float32)
+  flops = bench_attention.flops(case, 1, T, causal)
   return lambda: jax.block_until_ready(compiled(*args)), flops, compiled.as_text()
 
 
@@ -86,7 +88,8 @@ def profile_case(case: str, args) -> dict:
   """Time `case` over args.calls calls, then trace as many and sum the operations."""
   import jax
 
-  call, flops, hlo_text = build_case(case, args.T, args.corpus_path, args.host_devices)
+  causal = not args.unmasked
+  call, flops, hlo_text = build_case(case, args.T, args.corpus_path, args.host_devices, causal)
   for _ in range(args.warmup):
     call()
   wall, cpu = time.perf_counter(), time.process_time()
@@ -99,7 +102,7 @@ def profile_case(case: str, args) -> dict:
       call()
     jax.profiler.stop_trace()
     events = traced_ops(trace_dir)
-  name = f"{case}@{args.T}"
+  name = f"{case}@{args.T}" + ("" if causal else " (not causal)")
   if case in STEP_CASES:
     name = case if args.host_devices == 1 else f"{case}, {args.host_devices} devices"
   row = {
@@ -187,6 +190,7 @@ def parse_args(argv=None):
     "--cases", nargs="+", default=["cpu", "fwd", "fwd+bwd"], choices=STEP_CASES + ATTENTION_CASES
   )
   parser.add_argument("--T", type=int, default=2048, help="attention length")
+  parser.add_argument("--unmasked", action="store_true", help="attention without the causal mask")
   parser.add_argument("--calls", type=int, default=10, help="timed calls, and as many traced")
   parser.add_argument("--warmup", type=int, default=3, help="untimed calls first")
   parser.add_argument(
