@@ -2,11 +2,11 @@
 
 COMMAND:  python experiments/bench_train.py                      # recipes cpu and baby
           python experiments/bench_train.py --recipes cpu --reps 2   # a quick look
-EXPECTED: writes experiments/results/bench_train.{json,md}; about 9 minutes on 2 CPU cores
-          (baby takes 15-25 s a step there, so --max-seconds leaves it 3 rounds). Measured
-          on 2 shared cores (float32, ceiling 105-173 GFLOP/s): cpu 92-134 ms/step, MFU
-          17-24%; baby 15-24 s/step, MFU 27-42%; best both times auto (tiled). The targets
-          (cpu >= 55%, baby >= 65%) are not met yet.
+EXPECTED: writes experiments/results/bench_train.{json,md}; about 6 minutes on 2 idle CPU
+          cores (baby takes about 10 s a step there, so --max-seconds leaves it 6 rounds).
+          Measured there (float32, jnp.dot 196 GFLOP/s): cpu 51-53 ms/step, MFU 36-38%;
+          baby 10.1-12.4 s/step, MFU 46-56%, best auto (tiled). The targets (cpu >= 55%,
+          baby >= 65%) are not met; experiments/profile_step.py shows where the time goes.
 
 Each recipe is configs/char_lm.py:<recipe> (cpu: 4 layers, 4 heads, 128 wide, block 64,
 batch 12; baby: 6 layers, 6 heads, 384 wide, block 256, batch 64, dropout 0.2), trained
