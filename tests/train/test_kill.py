@@ -26,13 +26,20 @@ from tfmr_jax.train import train
 train(quick_config("reverse", **{sections!r}), {workdir!r})
 """
 
-# Dropout on, so the RNG streams must be restored too; a checkpoint after every step,
-# so a random kill often lands inside a save.
-SECTIONS = {
-  "model": {"dropout": 0.1},
-  "optim": {"warmup_steps": 3},
-  "train": {"num_steps": 60, "log_every": 5, "checkpoint_every": 1, "keep_checkpoints": 2},
-}
+
+def _sections(num_steps: int) -> dict:
+  """Dropout on, so the RNG streams must be restored too; a checkpoint after every step,
+  so a random kill often lands inside a save."""
+  return {
+    "model": {"dropout": 0.1},
+    "optim": {"warmup_steps": 3},
+    "train": {
+      "num_steps": num_steps,
+      "log_every": 5,
+      "checkpoint_every": 1,
+      "keep_checkpoints": 2,
+    },
+  }
 
 
 def _newest_step(workdir: str) -> int:
@@ -42,12 +49,12 @@ def _newest_step(workdir: str) -> int:
   return max((int(name) for name in names if name.isdigit()), default=-1)
 
 
-def _train_killed(workdir: str, *, kills: int, seed: int) -> list[int]:
+def _train_killed(workdir: str, sections: dict, *, kills: int, seed: int) -> list[int]:
   """Run the training in a subprocess and SIGKILL it `kills` times, each a random moment
   after that process has saved a new checkpoint (so it is mid-training, often mid-save);
   then let it finish. Returns the newest checkpoint step seen at each kill."""
   rng = np.random.default_rng(seed)
-  script = TRAIN.format(repo=REPO, sections=SECTIONS, workdir=workdir)
+  script = TRAIN.format(repo=REPO, sections=sections, workdir=workdir)
   env = {**os.environ, "JAX_PLATFORMS": "cpu"}
   killed_at = []
   for _ in range(kills):
@@ -70,25 +77,26 @@ def _train_killed(workdir: str, *, kills: int, seed: int) -> list[int]:
   return killed_at
 
 
-def _assert_same_as_uninterrupted(tmp_path, *, kills: int, seed: int) -> None:
+def _assert_same_as_uninterrupted(tmp_path, *, kills: int, seed: int, num_steps: int) -> None:
+  sections = _sections(num_steps)
   reference = str(tmp_path / "uninterrupted")
-  train(quick_config("reverse", **SECTIONS), reference)
+  train(quick_config("reverse", **sections), reference)
   killed = str(tmp_path / "killed")
   start = time.perf_counter()
-  killed_at = _train_killed(killed, kills=kills, seed=seed)
+  killed_at = _train_killed(killed, sections, kills=kills, seed=seed)
   assert len(killed_at) == kills, (
     f"killed at steps {killed_at} in {time.perf_counter() - start:.1f} s"
   )
-  assert max(killed_at) < SECTIONS["train"]["num_steps"]
+  assert max(killed_at) < num_steps
   assert not [name for name in os.listdir(os.path.join(killed, "checkpoints")) if "tmp" in name]
   for got, want in zip(_state_arrays(killed), _state_arrays(reference), strict=True):
     np.testing.assert_array_equal(got, want)
 
 
 def test_killed_then_resumed_is_bitwise_the_uninterrupted_run(tmp_path):
-  _assert_same_as_uninterrupted(tmp_path, kills=1, seed=0)
+  _assert_same_as_uninterrupted(tmp_path, kills=1, seed=0, num_steps=30)
 
 
 @pytest.mark.slow
 def test_killed_ten_times_then_resumed_is_bitwise_the_uninterrupted_run(tmp_path):
-  _assert_same_as_uninterrupted(tmp_path, kills=10, seed=1)
+  _assert_same_as_uninterrupted(tmp_path, kills=10, seed=1, num_steps=60)
