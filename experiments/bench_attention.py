@@ -88,8 +88,18 @@ def attention_fn(impl: str, T: int, causal: bool, S: int | None = None, window=N
   return fns[impl]
 
 
-def compiled_case(impl: str, mode: str, B: int, T: int, causal: bool, dtype, S=None, window=None):
-  """AOT-compiled callable for one case and its inputs (S defaults to T).
+def compiled_case(
+  impl: str,
+  mode: str,
+  B: int,
+  T: int,
+  causal: bool,
+  dtype,
+  S=None,
+  window=None,
+  heads: tuple[int, int] = (N_HEADS, HEAD_DIM),
+):
+  """AOT-compiled callable for one case and its inputs (S defaults to T; heads is (N, H)).
 
   fwd+bwd is the forward and the gradients (dq, dk, dv) for a random output cotangent,
   as a layer inside a model receives one: a constant one (the gradient of sum(out))
@@ -99,8 +109,7 @@ def compiled_case(impl: str, mode: str, B: int, T: int, causal: bool, dtype, S=N
   attend = attention_fn(impl, T, causal, S, window)
   keys = jax.random.split(jax.random.key(T), 4)
   q, k, v, dout = (
-    jax.random.normal(key, (B, L, N_HEADS, HEAD_DIM), dtype)
-    for key, L in zip(keys, (T, S, S, T), strict=True)
+    jax.random.normal(key, (B, L, *heads), dtype) for key, L in zip(keys, (T, S, S, T), strict=True)
   )
   if mode == "fwd":
     return jax.jit(attend).lower(q, k, v).compile(), (q, k, v)

@@ -43,25 +43,12 @@ FULL = {"B": 4, "N": 16, "H": 128, "T": 8192}
 SMOKE = {"B": 1, "N": 2, "H": 128, "T": 256}
 
 
-def attention_case(impl, mode: str, causal: bool, shape: dict):
-  """(compiled call, its inputs) of one implementation; impl None is the default pick."""
-  import tfmr_jax as tj
+def attention_case(impl: str, mode: str, causal: bool, shape: dict):
+  """(compiled call, its inputs) of one bench_attention column ("auto" is `None`)."""
+  from experiments.bench_attention import compiled_case
 
-  B, N, H, T = shape["B"], shape["N"], shape["H"], shape["T"]
-  keys = jax.random.split(jax.random.key(T), 4)
-  q, k, v, dout = (jax.random.normal(key, (B, T, N, H), jnp.bfloat16) for key in keys)
-
-  def attend(q, k, v):
-    return tj.attention(q, k, v, is_causal=causal, implementation=impl)
-
-  if mode == "fwd":
-    return jax.jit(attend).lower(q, k, v).compile(), (q, k, v)
-
-  def forward_backward(q, k, v, dout):
-    out, pullback = jax.vjp(attend, q, k, v)
-    return out, pullback(dout)
-
-  return jax.jit(forward_backward).lower(q, k, v, dout).compile(), (q, k, v, dout)
+  heads = (shape["N"], shape["H"])
+  return compiled_case(impl, mode, shape["B"], shape["T"], causal, jnp.bfloat16, heads=heads)
 
 
 def time_attention(shape: dict, impls: list, rounds: int, calls: int) -> list[dict]:
@@ -84,7 +71,7 @@ def time_attention(shape: dict, impls: list, rounds: int, calls: int) -> list[di
       flops = 4.0 * B * N * T * T * H * (0.5 if causal else 1.0) * (3.5 if mode != "fwd" else 1)
       for impl in impls:
         seconds = statistics.median(times[impl])
-        name = "None" if impl is None else impl
+        name = "None" if impl == "auto" else impl
         row = {"mode": mode, "causal": causal, "impl": name, "ms": 1e3 * seconds}
         rows.append(row | {"tflops": flops / seconds / 1e12})
   return rows
@@ -215,7 +202,7 @@ def main(argv=None) -> dict:
 
   shape = SMOKE if args.smoke else FULL
   gpu = jax.default_backend() == "gpu"
-  impls = [None, "tiled"] + (["cudnn"] if gpu else []) + (["xla"] if args.with_xla else [])
+  impls = ["auto", "tiled"] + (["cudnn"] if gpu else []) + (["xla"] if args.with_xla else [])
   picks = choose_implementation(
     B=shape["B"], T=shape["T"], S=shape["T"], N=shape["N"], H=shape["H"], dtype=jnp.bfloat16
   )
