@@ -125,6 +125,20 @@ def model_flops_per_token(
   return parts
 
 
+def config_flops_per_token(config, vocab_size: int) -> dict:
+  """`model_flops_per_token` of a validated config's model and block size."""
+  m = config.model
+  return model_flops_per_token(
+    num_layers=m.num_layers,
+    d_model=m.d_model,
+    num_heads=m.num_heads,
+    num_kv_heads=m.num_kv_heads,
+    d_ff=m.d_ff,
+    vocab_size=vocab_size,
+    block_size=config.task.block_size,
+  )
+
+
 def nanogpt_flops_per_token(*, n_params: int, num_layers: int, d_model: int, block_size: int):
   """nanoGPT's estimate_mfu: 6 N + 12 L D T per token (N without the position table)."""
   return 6 * n_params + 12 * num_layers * d_model * block_size
@@ -229,15 +243,7 @@ def bench_recipe(recipe: str, impls: list[str], args) -> dict:
     ),
     "impls": {},
   }
-  flops = model_flops_per_token(
-    num_layers=m.num_layers,
-    d_model=m.d_model,
-    num_heads=m.num_heads,
-    num_kv_heads=m.num_kv_heads,
-    d_ff=m.d_ff,
-    vocab_size=task.vocab_size,
-    block_size=T,
-  )
+  flops = config_flops_per_token(base, task.vocab_size)
   out["flops_per_token"] = flops
   out["model_flops_per_step"] = flops["train"] * B * T
 

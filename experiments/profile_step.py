@@ -68,16 +68,7 @@ def build_case(
       batches = [jax.device_put(b) for b in batches]
     built = bench_train.build_step(config, task, batches, mesh=mesh)
     column = bench_train.Column(built, batches)
-    m = config.model
-    per_token = bench_train.model_flops_per_token(
-      num_layers=m.num_layers,
-      d_model=m.d_model,
-      num_heads=m.num_heads,
-      num_kv_heads=m.num_kv_heads,
-      d_ff=m.d_ff,
-      vocab_size=task.vocab_size,
-      block_size=L,
-    )["train"]
+    per_token = bench_train.config_flops_per_token(config, task.vocab_size)["train"]
     return column.call, per_token * B * L, column.compiled.as_text()
   compiled, args = bench_attention.compiled_case("auto", case, 1, T, causal, jax.numpy.float32)
   flops = bench_attention.flops(case, 1, T, causal)
