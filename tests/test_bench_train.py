@@ -95,7 +95,9 @@ def tiny_recipe(original, recipe):
   return config
 
 
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+# bfloat16 only changes the config's dtype (its training is tested in
+# tests/train/test_mixed_precision.py), so its run of the whole path is a slow one.
+@pytest.mark.parametrize("dtype", ["float32", pytest.param("bfloat16", marks=pytest.mark.slow)])
 def test_two_step_run_writes_every_field(tmp_path, monkeypatch, dtype):
   text = "to be or not to be, that is the question.\n" * 40
   corpus = tmp_path / "corpus.txt"
