@@ -80,3 +80,14 @@ def test_a_row_ends_at_the_folders_eos_token_id(gpt2_hf_dir, ref, capsys, as_lis
   (gpt2_hf_dir / "config.json").write_text(json.dumps(config))
   texts = sample(capsys, gpt2_hf_dir, "--temperature=0")
   assert texts[0] == tokenizer.decode(greedy[: P + 2])
+
+
+@pytest.mark.parametrize("eos", ["x", -1, True, 10**6, ["x"]])
+def test_a_bad_eos_token_id_is_one_error_naming_the_field(gpt2_hf_dir, capsys, eos):
+  config = json.loads((gpt2_hf_dir / "config.json").read_text())
+  config["eos_token_id"] = eos
+  (gpt2_hf_dir / "config.json").write_text(json.dumps(config))
+  assert cli.main(["sample", f"--hf-dir={gpt2_hf_dir}", "--prompt=Hi"]) == 2
+  err = capsys.readouterr().err.strip()
+  assert err.count("\n") == 0, err
+  assert f"config.json eos_token_id = {eos!r}: must be a token id in [0, vocab_size=" in err

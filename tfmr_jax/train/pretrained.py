@@ -61,17 +61,26 @@ def load_pretrained(path: str) -> Pretrained:
   model = _load_hf_model(path)
   model.eval()
   tokenizer = load_tokenizer(path)
-  return Pretrained(model, tokenizer, path, eos_id=_eos_id(path, tokenizer))
+  eos_id = _eos_id(path, tokenizer, model.config.vocab_size)
+  return Pretrained(model, tokenizer, path, eos_id=eos_id)
 
 
-def _eos_id(path: str, tokenizer: Tokenizer) -> int | None:
+def _eos_id(path: str, tokenizer: Tokenizer, vocab_size: int) -> int | None:
   """config.json's eos_token_id (the first id of a list, as Llama 3 gives), else the
   tokenizer's end-of-text: a Llama folder's end of text is not GPT-2's <|endoftext|>."""
   with open(os.path.join(path, "config.json")) as f:  # _load_hf_model has read it
-    eos = json.load(f).get("eos_token_id")
-  if isinstance(eos, list):
-    eos = eos[0] if eos else None
-  return tokenizer.eot_id if eos is None else int(eos)
+    given = json.load(f).get("eos_token_id")
+  eos = given
+  if isinstance(given, list):
+    eos = given[0] if given else None
+  if eos is None:
+    return tokenizer.eot_id
+  if not isinstance(eos, int) or isinstance(eos, bool) or not 0 <= eos < vocab_size:
+    raise PretrainedError(
+      f"Hugging Face folder {path!r}: config.json eos_token_id = {given!r}: must be a token "
+      f"id in [0, vocab_size={vocab_size}), a list of them, or null"
+    )
+  return eos
 
 
 def _load_hf_model(path: str) -> nnx.Module:
