@@ -3,6 +3,7 @@
 Also the shared random attention inputs, `random_qkv` (import it from tests.conftest,
 or take the `make_qkv` fixture), and GPT-2's real tokenizer files and a Hugging Face GPT-2
 folder made of them and the tiny BPE golden model (`gpt2_tokenizer_files`, `gpt2_hf_dir`).
+The slowest files run first (`pytest_collection_modifyitems`).
 """
 
 import hashlib
@@ -15,6 +16,13 @@ import numpy as np
 import pytest
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+
+def pytest_collection_modifyitems(config, items):
+  """tests/train/ first (whole training runs, several in subprocesses: the longest files),
+  so that under `-n 2 --dist loadfile` the two workers end together rather than one
+  waiting out a long file handed over last. The order within each part is kept."""
+  items.sort(key=lambda item: 0 if item.path.parent.name == "train" else 1)
 
 
 def random_qkv(*, B: int, T: int, S: int, N: int, K: int, H: int, dtype=jnp.float32, seed=0):
