@@ -263,17 +263,8 @@ def jax_worker(spec: dict) -> dict:
     config = step_config(spec["mode"], spec["corpus_path"])
     arrays = np.load(spec["data"])
     host_batches = [{k: arrays[k][i] for k in arrays.files} for i in range(NUM_BATCHES)]
-    mesh = None
-    if spec.get("host_devices", 1) > 1:  # data parallel over the CPU's XLA devices
-      from tfmr_jax.train.mesh import make_mesh
-      from tfmr_jax.train.sharding import put_batch
-
-      mesh = make_mesh({"data": -1, "fsdp": 1, "model": 1})
-      batches = [put_batch(b, mesh) for b in host_batches]
-    else:
-      batches = [jax.device_put(b) for b in host_batches]
-    built = bench_train.build_step(config, make_task(**config.task), batches, mesh=mesh)
-    column = bench_train.Column(built, batches)
+    task = make_task(**config.task)
+    column, built = bench_train.placed_step(config, task, host_batches, spec.get("host_devices", 1))
     losses = []
 
     def call():

@@ -195,6 +195,23 @@ def build_step(config, task, batches: list[dict], mesh=None) -> dict:
   }
 
 
+def placed_step(config, task, host_batches: list[dict], host_devices: int = 1):
+  """(Column, build_step's dict) of the config's step over `host_batches`: on one device,
+  or data parallel over `host_devices` CPU devices (the process must have started with
+  them), the batches placed as `tfmr-jax train` places them."""
+  mesh = None
+  if host_devices > 1:
+    from tfmr_jax.train.mesh import make_mesh
+    from tfmr_jax.train.sharding import put_batch
+
+    mesh = make_mesh({"data": -1, "fsdp": 1, "model": 1})
+    batches = [put_batch(b, mesh) for b in host_batches]
+  else:
+    batches = [jax.device_put(b) for b in host_batches]
+  built = build_step(config, task, batches, mesh=mesh)
+  return Column(built, batches), built
+
+
 class Column:
   """One implementation's compiled step, its evolving state and its batch counter."""
 

@@ -57,17 +57,8 @@ def build_case(
     config = bench_peer.step_config(case, corpus_path)
     task = make_task(**config.task)
     B, L = config.train.batch_size, config.task.block_size
-    batches, mesh = [task.train_batch(0, s, B) for s in range(4)], None
-    if host_devices > 1:
-      from tfmr_jax.train.mesh import make_mesh
-      from tfmr_jax.train.sharding import put_batch
-
-      mesh = make_mesh({"data": -1, "fsdp": 1, "model": 1})
-      batches = [put_batch(b, mesh) for b in batches]
-    else:
-      batches = [jax.device_put(b) for b in batches]
-    built = bench_train.build_step(config, task, batches, mesh=mesh)
-    column = bench_train.Column(built, batches)
+    host_batches = [task.train_batch(0, s, B) for s in range(4)]
+    column, _ = bench_train.placed_step(config, task, host_batches, host_devices)
     per_token = bench_train.config_flops_per_token(config, task.vocab_size)["train"]
     return column.call, per_token * B * L, column.compiled.as_text()
   compiled, args = bench_attention.compiled_case("auto", case, 1, T, causal, jax.numpy.float32)
@@ -93,9 +84,10 @@ def profile_case(case: str, args) -> dict:
       call()
     jax.profiler.stop_trace()
     events = traced_ops(trace_dir)
-  name = f"{case}@{args.T}" + ("" if causal else " (not causal)")
   if case in STEP_CASES:
     name = case if args.host_devices == 1 else f"{case}, {args.host_devices} devices"
+  else:
+    name = f"{case}@{args.T}" + ("" if causal else " (not causal)")
   row = {
     "case": name,
     "wall_ms": 1000 * wall / args.calls,
