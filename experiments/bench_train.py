@@ -201,10 +201,10 @@ def placed_step(config, task, host_batches: list[dict], host_devices: int = 1):
   them), the batches placed as `tfmr-jax train` places them."""
   mesh = None
   if host_devices > 1:
-    from tfmr_jax.train.mesh import make_mesh
+    from tfmr_jax.train.mesh import DATA_PARALLEL, make_mesh
     from tfmr_jax.train.sharding import put_batch
 
-    mesh = make_mesh({"data": -1, "fsdp": 1, "model": 1})
+    mesh = make_mesh(DATA_PARALLEL)
     batches = [put_batch(b, mesh) for b in host_batches]
   else:
     batches = [jax.device_put(b) for b in host_batches]

@@ -24,6 +24,7 @@ from tfmr_jax.nn import partitioning as P
 
 MESH_AXES = ("data", "fsdp", "model")
 BATCH_AXES = ("data", "fsdp")  # the mesh axes the batch is split over
+DATA_PARALLEL = {"data": -1, "fsdp": 1, "model": 1}  # every device holds the whole model
 
 # logical axis name -> mesh axis (or axes), None = replicated. Parameters first.
 LOGICAL_AXIS_RULES = (

@@ -24,13 +24,11 @@ from tfmr_jax.train.evaluate import (
   greedy_answers,
   greedy_exact_match,
 )
-from tfmr_jax.train.mesh import batch_devices, make_mesh
+from tfmr_jax.train.mesh import DATA_PARALLEL, batch_devices, make_mesh
 from tfmr_jax.train.optim import build_optimizer
 from tfmr_jax.train.run_config import load_config
 from tfmr_jax.train.sharding import place_state
 from tfmr_jax.train.step import TrainState, init_state, make_eval_step
-
-DATA_PARALLEL = {"data": -1, "fsdp": 1, "model": 1}
 
 
 @dataclasses.dataclass
